@@ -1,0 +1,337 @@
+"""NeRF-guided distillation (NGD, DESIGN §1.3) and the CDM-only / SDS baselines.
+
+NGD keeps, for every virtual view pi, a current target image I^pi (an x0 estimate) and a noise
+eps^pi. One diffusion step at timestep t, with R^pi the NeRF's current rendering of pi:
+
+    z    = alpha_t I + sigma_t eps                      re-noise the current estimate
+    eps^ = CDM(z, t | R, I_s)                            (classifier-free guidance optional)
+    x0^  = (z - sigma_t eps^) / alpha_t                  (or alpha z - sigma v for v-prediction)
+    I    = x0^ + w_t (R - x0^),  w_t = min(1, gamma sigma_t^2 / alpha_t^2)     guidance_form="x0"
+    eps  = (z - alpha_t I) / sigma_t                     keep (I, eps) consistent with z
+
+With gamma = 0 this is exactly deterministic DDIM (eta = 0): the next z = alpha' x0^ + sigma' eps^.
+
+guidance_form="epsilon" is the paper's way of writing the guidance, a correction of the noise
+prediction by a gamma (sigma_t / alpha_t)-scaled term (classifier-guidance style). Treat R as a
+Gaussian observation of x0, log p(R | z_t) = -|R - x0^(z_t)|^2 / (2 tau^2), take
+d x0^ / d z_t ~ 1 / alpha_t and apply classifier guidance eps~ = eps^ - sigma_t grad_z log p:
+
+    eps~ = eps^ - gamma (sigma_t / alpha_t) (R - x0^),   gamma = 1 / tau^2
+    I    = (z - sigma_t eps~) / alpha_t = x0^ + gamma sigma_t^2 / alpha_t^2 (R - x0^)
+    eps  = eps~
+
+i.e. the same pull toward R with the UNCLAMPED weight gamma sigma^2 / alpha^2: identical to the
+x0 form while that weight is <= 1, and extrapolating past R (weight > 1) at high noise where the
+x0 form stops at R. The x0 form is the project default.
+
+Clamping: with `clip_x0=True` (default) x0^ is clamped to [-1, 1] (and eps^ re-derived from it) and
+the final I is clamped too; eps always follows I. Exactness tests run with clip_x0=False.
+
+All images are in [-1, 1] ([V, 3, H, W]); see `unet.to_diffusion_range`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from .schedule import (
+    alpha_sigma,
+    ddim_step,
+    eps_from_prediction,
+    eps_from_x0,
+    ngd_timesteps,
+    noisy_from_x0,
+    x0_from_prediction,
+)
+from .unet import ConditionalDiffusionModel, from_diffusion_range, resize_to
+
+GUIDANCE_FORMS = ("x0", "epsilon")
+
+
+def nerf_guidance_weight(
+    alpha: Union[float, torch.Tensor], sigma: Union[float, torch.Tensor], gamma: float
+) -> Union[float, torch.Tensor]:
+    """w_t = min(1, gamma sigma^2 / alpha^2): strong pull to the NeRF at high noise, weak at low."""
+    w = gamma * sigma**2 / alpha**2
+    return w.clamp(max=1.0) if torch.is_tensor(w) else min(1.0, w)
+
+
+def nerf_guided_update(
+    z: torch.Tensor,
+    x0_hat: torch.Tensor,
+    eps_hat: torch.Tensor,
+    render: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    gamma: float,
+    guidance_form: str = "x0",
+    clip_x0: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One NGD correction: (x0^, eps^) consistent with z -> new (target I, noise eps, weight).
+
+    `eps_hat` must satisfy z = alpha x0_hat + sigma eps_hat. The new eps is written as eps^ minus a
+    correction instead of (z - alpha I)/sigma; the two are equal, this one has no cancellation.
+    Returned weight: the x0-space weight actually applied ([B,1,1,1]; unclamped in epsilon form).
+    """
+    delta = render - x0_hat
+    if guidance_form == "x0":
+        weight = nerf_guidance_weight(alpha, sigma, gamma)
+        target = torch.lerp(x0_hat, render, weight)  # x0^ + w (R - x0^); exactly R when w = 1
+        eps = eps_hat - (alpha / sigma) * weight * delta
+    elif guidance_form == "epsilon":
+        weight = gamma * sigma**2 / alpha**2
+        eps = eps_hat - gamma * (sigma / alpha) * delta  # the paper's eps-space correction
+        target = torch.lerp(x0_hat, render, weight)  # = (z - sigma eps) / alpha
+    else:
+        raise ValueError(f"guidance_form must be one of {GUIDANCE_FORMS}, got {guidance_form!r}")
+    if clip_x0:
+        clipped = target.clamp(-1.0, 1.0)
+        eps = eps - (alpha / sigma) * (clipped - target)  # = (z - alpha clipped) / sigma
+        target = clipped
+    return target, eps, weight.expand(target.shape[0], 1, 1, 1)
+
+
+@dataclass
+class NGDStepInfo:
+    """Diagnostics of one NGD step (for logs and the viewer)."""
+
+    t: int
+    w_t: float  # x0-space guidance weight applied at t
+    mean_abs_x0_minus_render: float  # mean |x0^ - R| over views and pixels, [-1, 1] units
+    x0: torch.Tensor  # the CDM's own estimate x0^ before guidance, [V, 3, H, W], [-1, 1]
+
+
+def _expand_views(x: Optional[torch.Tensor], views: int) -> Optional[torch.Tensor]:
+    if x is None or x.shape[0] == views:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(views, *x.shape[1:])
+    raise ValueError(f"expected a leading dimension of 1 or {views}, got {tuple(x.shape)}")
+
+
+def _randn(shape: Tuple[int, ...], like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(like.device)
+
+
+def _cdm_prediction(
+    model: ConditionalDiffusionModel,
+    z: torch.Tensor,
+    t: int,
+    renders: torch.Tensor,
+    source_image: torch.Tensor,
+    relative_cameras: Optional[torch.Tensor],
+    cfg_scale: float,
+    chunk_size: Optional[int],
+) -> torch.Tensor:
+    """CFG prediction for all views, in chunks of `chunk_size` views (None = one batch), float32."""
+    views = z.shape[0]
+    chunk = chunk_size or views
+    timesteps = torch.full((views,), int(t), dtype=torch.long, device=z.device)
+    outs = []
+    for s in range(0, views, chunk):
+        sl = slice(s, s + chunk)
+        cams = relative_cameras[sl] if relative_cameras is not None else None
+        outs.append(
+            model.predict_with_cfg(z[sl], timesteps[sl], renders[sl], source_image[sl], cams, cfg_scale).float()
+        )
+    return torch.cat(outs)
+
+
+class NGDTrajectories:
+    """The V reverse-diffusion trajectories of NGD, advanced in lock-step with NeRF finetuning.
+
+    Usage (pipeline): `traj = NGDTrajectories(scheduler).init(renders, generator)`; then for each t
+    in `ngd_timesteps(...)`: re-render the virtual views, `traj.step(model, t, renders, ...)`, and
+    finetune the NeRF on `traj.targets` (or `traj.targets_01()`).
+    """
+
+    def __init__(
+        self,
+        scheduler: SchedulerMixin,
+        clip_x0: bool = True,
+        chunk_size: Optional[int] = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.clip_x0 = clip_x0
+        self.chunk_size = chunk_size
+        self.targets: Optional[torch.Tensor] = None  # I^pi, [V, 3, H, W] in [-1, 1]
+        self.noise: Optional[torch.Tensor] = None  # eps^pi, [V, 3, H, W]
+
+    @property
+    def resolution(self) -> Tuple[int, int]:
+        """(H, W) of the targets = the CDM resolution used for z."""
+        if self.targets is None:
+            raise RuntimeError("call init() first")
+        return tuple(self.targets.shape[-2:])  # type: ignore[return-value]
+
+    def init(
+        self,
+        renders: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        resolution: Optional[Tuple[int, int]] = None,
+    ) -> "NGDTrajectories":
+        """I^pi <- render (resized to `resolution`, default: as given), eps^pi ~ N(0, I) from `generator`."""
+        renders = renders.detach().float()
+        if resolution is not None:
+            renders = resize_to(renders, tuple(resolution))
+        self.targets = renders.clone()
+        self.noise = _randn(tuple(renders.shape), renders, generator)
+        return self
+
+    def targets_01(self) -> torch.Tensor:
+        """Current targets in the project's [0, 1] range, [V, 3, H, W]."""
+        if self.targets is None:
+            raise RuntimeError("call init() first")
+        return from_diffusion_range(self.targets)
+
+    @torch.no_grad()
+    def step(
+        self,
+        model: ConditionalDiffusionModel,
+        t: int,
+        renders: torch.Tensor,
+        source_image: torch.Tensor,
+        relative_cameras: Optional[torch.Tensor] = None,
+        gamma: float = 1.0,
+        cfg_scale: float = 1.0,
+        guidance_form: str = "x0",
+    ) -> NGDStepInfo:
+        """Advance every trajectory by one step at integer timestep `t` (see module docstring).
+
+        renders [V,3,h,w] (resized to the targets' resolution), source_image [1 or V,3,h,w],
+        relative_cameras [V,12] or None, all images in [-1, 1]. Updates `targets` and `noise`.
+        """
+        if self.targets is None or self.noise is None:
+            raise RuntimeError("call init() first")
+        if guidance_form not in GUIDANCE_FORMS:
+            raise ValueError(f"guidance_form must be one of {GUIDANCE_FORMS}, got {guidance_form!r}")
+        t = int(t)
+        if not 0 <= t < self.scheduler.config.num_train_timesteps:
+            raise ValueError(f"timestep {t} outside [0, {self.scheduler.config.num_train_timesteps})")
+        views = self.targets.shape[0]
+        device = self.targets.device
+        renders = resize_to(renders.detach().float().to(device), self.resolution)
+        source_image = _expand_views(source_image.detach().to(device), views)
+        relative_cameras = _expand_views(relative_cameras, views)
+
+        alpha, sigma = alpha_sigma(self.scheduler, t, device)
+        z = alpha * self.targets + sigma * self.noise
+        pred = _cdm_prediction(model, z, t, renders, source_image, relative_cameras, cfg_scale, self.chunk_size)
+        kind = model.config.prediction_type
+        x0_hat = x0_from_prediction(self.scheduler, z, pred, t, kind)
+        if self.clip_x0:
+            x0_hat = x0_hat.clamp(-1.0, 1.0)
+            eps_hat = eps_from_x0(self.scheduler, z, x0_hat, t)
+        else:
+            eps_hat = eps_from_prediction(self.scheduler, z, pred, t, kind)
+        self.targets, self.noise, weight = nerf_guided_update(
+            z, x0_hat, eps_hat, renders, alpha, sigma, gamma, guidance_form, self.clip_x0
+        )
+        return NGDStepInfo(
+            t=t,
+            w_t=float(weight.flatten()[0]),
+            mean_abs_x0_minus_render=float((x0_hat - renders).abs().mean()),
+            x0=x0_hat,
+        )
+
+
+@torch.no_grad()
+def sample_cdm(
+    model: ConditionalDiffusionModel,
+    scheduler: SchedulerMixin,
+    renders: torch.Tensor,
+    source_image: torch.Tensor,
+    relative_cameras: Optional[torch.Tensor] = None,
+    num_steps: int = 50,
+    cfg_scale: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    t_start: Optional[float] = None,
+    clip_x0: bool = True,
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor:
+    """CDM-only baseline: deterministic DDIM (eta = 0) per view, no NeRF guidance -> [V,3,H,W] in [-1,1].
+
+    From pure noise at t = T-1 (`t_start=None`), or SDEdit-style from the render noised to
+    `t_start` (a fraction of T-1, as in `ngd_timesteps`). Steps: `ngd_timesteps(num_steps, t_max, 0)`,
+    each step going straight to the next listed timestep and finally to the clean end.
+    The output has the resolution of `renders`.
+    """
+    renders = renders.detach().float()
+    views = renders.shape[0]
+    source_image = _expand_views(source_image.detach(), views)
+    relative_cameras = _expand_views(relative_cameras, views)
+    t_max = 1.0 if t_start is None else float(t_start)
+    timesteps = ngd_timesteps(num_steps, t_max, 0.0, scheduler.config.num_train_timesteps).tolist()
+    noise = _randn(tuple(renders.shape), renders, generator)
+    z = noise if t_start is None else noisy_from_x0(scheduler, renders, noise, timesteps[0])
+    kind = model.config.prediction_type
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        pred = _cdm_prediction(model, z, t, renders, source_image, relative_cameras, cfg_scale, chunk_size)
+        z, _ = ddim_step(scheduler, z, pred, t, t_prev, kind, clip_x0)
+    return z
+
+
+@torch.no_grad()
+def sds_gradient(
+    model: ConditionalDiffusionModel,
+    scheduler: SchedulerMixin,
+    images: torch.Tensor,
+    source_image: torch.Tensor,
+    relative_cameras: Optional[torch.Tensor] = None,
+    renders: Optional[torch.Tensor] = None,
+    cfg_scale: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    t_range: Tuple[float, float] = (0.02, 0.98),
+    timesteps: Optional[torch.Tensor] = None,
+    noise: Optional[torch.Tensor] = None,
+    weighting: str = "sigma2",
+) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Score-distillation gradient on images: g = w(t) (eps^(z_t, t | R, I_s) - eps), z_t = alpha x + sigma eps.
+
+    `images` [V,3,H,W] in [-1,1] are the NeRF renders being optimised (read only here); the CDM's
+    render condition R defaults to `images` (pass `renders` to differ). t ~ U[t_range] (fractions of
+    T-1) per view unless `timesteps` is given. w(t): "sigma2" = sigma_t^2 = 1 - alphas_cumprod
+    (DreamFusion) or "uniform" = 1. The UNet Jacobian is skipped, as in SDS; apply with `sds_loss`.
+    """
+    images = images.detach().float()
+    views = images.shape[0]
+    last = scheduler.config.num_train_timesteps - 1
+    if timesteps is None:
+        lo, hi = round(t_range[0] * last), round(t_range[1] * last)
+        gen_device = generator.device if generator is not None else images.device
+        timesteps = torch.randint(lo, hi + 1, (views,), generator=generator, device=gen_device)
+    timesteps = timesteps.to(images.device).long()
+    if noise is None:
+        noise = _randn(tuple(images.shape), images, generator)
+    renders = images if renders is None else resize_to(renders.detach().float(), tuple(images.shape[-2:]))
+    source_image = _expand_views(source_image.detach(), views)
+    relative_cameras = _expand_views(relative_cameras, views)
+
+    alpha, sigma = alpha_sigma(scheduler, timesteps, images.device)
+    z = alpha * images + sigma * noise
+    pred = model.predict_with_cfg(z, timesteps, renders, source_image, relative_cameras, cfg_scale).float()
+    eps_hat = eps_from_prediction(scheduler, z, pred, timesteps, model.config.prediction_type)
+    if weighting == "sigma2":
+        w = sigma**2
+    elif weighting == "uniform":
+        w = torch.ones_like(sigma)
+    else:
+        raise ValueError(f"weighting must be 'sigma2' or 'uniform', got {weighting!r}")
+    grad = w * (eps_hat - noise)
+    return grad, {"timesteps": timesteps, "grad_norm": float(grad.norm() / views)}
+
+
+def sds_loss(images: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Surrogate loss whose gradient w.r.t. `images` is `grad / V` (V = images.shape[0]).
+
+    0.5 * sum((images - stopgrad(images - grad))^2) / V: backpropagate it into the NeRF.
+    """
+    target = (images - grad).detach()
+    return 0.5 * F.mse_loss(images, target, reduction="sum") / images.shape[0]

@@ -1,0 +1,72 @@
+"""nerfstudio entry points: the ``nerfdiff`` methods and our dataparsers.
+
+Loaded by every ``ns-*`` command, so it only builds config dataclasses: no model is constructed,
+diffusers is not imported, nothing exits the process, and every default is a ``default_factory``.
+"""
+
+from __future__ import annotations
+
+from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from nerfdiff_ns import compat
+from nerfdiff_ns.data.dataparsers import SingleImageDataParserConfig
+from nerfdiff_ns.datamanager import NerfDiffDataManagerConfig
+from nerfdiff_ns.model import NerfDiffModelConfig
+from nerfdiff_ns.ngd import NGDConfig
+from nerfdiff_ns.pipeline import NerfDiffPipelineConfig
+from nerfdiff_ns.trainer import NerfDiffTrainerConfig
+
+compat.install()
+
+
+def _device_type() -> str:
+    """Run on the CPU without extra flags when there is no CUDA device."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _trainer(method_name: str, ngd: NGDConfig, rays: int, lr_triplane: float, lr_field: float) -> NerfDiffTrainerConfig:
+    trainer = NerfDiffTrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=0,
+        steps_per_eval_image=100,
+        steps_per_eval_all_images=1_000_000,
+        steps_per_save=100,
+        mixed_precision=False,
+        save_only_latest_checkpoint=True,
+        pipeline=NerfDiffPipelineConfig(
+            datamanager=NerfDiffDataManagerConfig(dataparser=SingleImageDataParserConfig(), train_num_rays_per_batch=rays),
+            model=NerfDiffModelConfig(),
+            ngd=ngd,
+        ),
+        optimizers={
+            "triplane": {"optimizer": AdamOptimizerConfig(lr=lr_triplane, eps=1e-15), "scheduler": None},
+            "field": {"optimizer": AdamOptimizerConfig(lr=lr_field, eps=1e-15), "scheduler": None},
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 13, quit_on_train_completion=True),
+        vis="viewer",
+    )
+    trainer.machine.device_type = _device_type()  # type: ignore[assignment]
+    return trainer
+
+
+nerfdiff_method = MethodSpecification(
+    config=_trainer(
+        "nerfdiff",
+        NGDConfig(num_virtual_views=16, diffusion_steps=50, nerf_iters_per_step=20, final_iters=500),
+        rays=4096, lr_triplane=2e-3, lr_field=2e-4,
+    ),
+    description="NerfDiff: one image -> NeRF, finetuned by NeRF-guided distillation from a 3D-aware diffusion model.",
+)
+
+nerfdiff_tiny_method = MethodSpecification(
+    config=_trainer(
+        "nerfdiff-tiny",
+        NGDConfig(num_virtual_views=8, diffusion_steps=25, nerf_iters_per_step=10, final_iters=200),
+        rays=1024, lr_triplane=2e-3, lr_field=2e-4,
+    ),
+    description="NerfDiff CPU preset (32 px, 8 virtual views, 25 diffusion steps) matched to the shipped tiny bundle.",
+)

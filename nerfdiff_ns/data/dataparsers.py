@@ -1,0 +1,212 @@
+"""nerfstudio dataparsers: one photo (``nerfdiff-image``) or one SRN object with an input-view index
+(``nerfdiff-srn-object``, the SRN evaluation protocol: every other view is an evaluation view).
+
+The world frame is object-centred (object in the sphere of ``object_radius`` around the origin,
++Z up), which is what the camera-space NeRF and the virtual cameras assume. Both parsers hand the
+model its conditioning through ``metadata``: the input image, its pose and intrinsics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.scene_box import SceneBox
+
+from nerfdiff_ns.data.cameras import orbit_pose
+from nerfdiff_ns.data.errors import DataError
+from nerfdiff_ns.data.images import load_rgb
+
+CAMERA_FILE_HELP = (
+    'write a JSON object such as {"fov_degrees": 45, "distance": 2.7, "elevation_degrees": 20} or '
+    '{"fx": .., "fy": .., "cx": .., "cy": .., "camera_to_world": [[4x4, OpenGL axes, object at the origin]]}'
+)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def default_bundle_path() -> Path:
+    """The bundle shipped inside the package (trained by the tiny preset)."""
+    return Path(__file__).resolve().parents[1] / "assets" / "bundle-tiny"
+
+
+@dataclass
+class InputView:
+    """The one real view: its image, pose (object-centred world) and intrinsics."""
+
+    image_path: Path
+    c2w: torch.Tensor  # [4, 4]
+    intrinsics: torch.Tensor  # [4] fx fy cx cy
+    height: int
+    width: int
+
+    def metadata(self, background: tuple[float, float, float]) -> dict:
+        return {
+            "nerfdiff_input_image": load_rgb(self.image_path, background),
+            "nerfdiff_input_c2w": self.c2w,
+            "nerfdiff_input_intrinsics": self.intrinsics,
+        }
+
+
+def _cameras(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int) -> Cameras:
+    fx, fy, cx, cy = intrinsics.unbind(-1)
+    return Cameras(
+        camera_to_worlds=c2w[:, :3, :4].float(), fx=fx[:, None], fy=fy[:, None], cx=cx[:, None], cy=cy[:, None],
+        width=width, height=height, camera_type=CameraType.PERSPECTIVE,
+    )
+
+
+def _bundle_cameras(bundle: Optional[Path]):
+    from nerfdiff_ns.bundle import CameraDistribution, load_bundle
+
+    if bundle is None:
+        return CameraDistribution(), (1.0, 1.0, 1.0), 1.0
+    loaded = load_bundle(bundle)
+    return loaded.config.cameras, loaded.config.nerf.background, loaded.config.nerf.object_radius
+
+
+@dataclass
+class SingleImageDataParserConfig(DataParserConfig):
+    """One photo of an object (PNG/JPG, RGBA allowed) and, optionally, a camera JSON."""
+
+    _target: Type = field(default_factory=lambda: SingleImageDataParser)
+    data: Path = Path("photo.png")
+    """The input image."""
+    camera_file: Optional[Path] = None
+    """JSON with the input camera: {"fx","fy","cx","cy","camera_to_world" (4x4, OpenGL, object at origin)} or
+    shortcuts {"fov_degrees","distance","elevation_degrees"}; missing values come from the bundle."""
+    mask: Optional[Path] = None
+    """Optional foreground mask (white = object); the image is composited on the background with it."""
+    bundle: Optional[Path] = None
+    """Bundle whose camera distribution and background are the defaults (set from the model's bundle)."""
+
+
+class SingleImageDataParser(DataParser):
+    config: SingleImageDataParserConfig
+
+    def input_view(self) -> InputView:
+        cfg = self.config
+        path = Path(cfg.data)
+        if path.is_dir():
+            raise DataError(path, "is a folder, not an image", "pass one PNG/JPG with --data, or use the nerfdiff-srn-object dataparser")
+        if not path.is_file():
+            raise DataError(path, "input image not found", "pass an existing PNG/JPG with --data")
+        cams, _, _ = _bundle_cameras(cfg.bundle)
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except Exception as err:
+            raise DataError(path, f"input image cannot be read ({err})", "re-save it as PNG or JPG") from err
+        spec = {}
+        if cfg.camera_file is not None:
+            try:
+                spec = json.loads(Path(cfg.camera_file).read_text())
+                if not isinstance(spec, dict):
+                    raise ValueError("top level must be an object")
+            except FileNotFoundError as err:
+                raise DataError(cfg.camera_file, "camera file not found", "pass an existing JSON file with --camera-file") from err
+            except (ValueError, UnicodeDecodeError) as err:
+                raise DataError(cfg.camera_file, f"not valid camera JSON ({err})", CAMERA_FILE_HELP) from err
+            unknown = set(spec) - {"fx", "fy", "cx", "cy", "camera_to_world", "fov_degrees", "distance", "elevation_degrees", "azimuth_degrees"}
+            if unknown:
+                raise DataError(cfg.camera_file, f"unknown keys {sorted(unknown)} in the camera file", CAMERA_FILE_HELP)
+        try:
+            fov = float(spec.get("fov_degrees", cams.fov_degrees))
+            fy = float(spec.get("fy", (height / 2) / math.tan(math.radians(fov) / 2)))
+            fx = float(spec.get("fx", fy))
+            cx, cy = float(spec.get("cx", width / 2)), float(spec.get("cy", height / 2))
+            if "camera_to_world" in spec:
+                c2w = torch.tensor(spec["camera_to_world"], dtype=torch.float32)
+                if c2w.shape == (3, 4):
+                    c2w = torch.cat([c2w, torch.tensor([[0.0, 0.0, 0.0, 1.0]])])
+                if c2w.shape != (4, 4) or not torch.isfinite(c2w).all():
+                    raise ValueError("camera_to_world must be a finite 4x4 (or 3x4) matrix")
+            else:
+                elevation = float(spec.get("elevation_degrees", sum(cams.elevation_range_degrees) / 2))
+                c2w = orbit_pose(float(spec.get("distance", cams.distance)), float(spec.get("azimuth_degrees", 0.0)), elevation)
+            if min(fx, fy) <= 0:
+                raise ValueError("focal lengths must be positive")
+        except (TypeError, ValueError) as err:
+            raise DataError(cfg.camera_file, f"invalid camera ({err})", CAMERA_FILE_HELP) from err
+        return InputView(path, c2w, torch.tensor([fx, fy, cx, cy]), height, width)
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        view = self.input_view()
+        _, background, radius = _bundle_cameras(self.config.bundle)
+        cams = _cameras(view.c2w[None], view.intrinsics[None], view.height, view.width)
+        metadata = view.metadata(background)
+        if self.config.mask is not None:
+            mask = load_rgb(self.config.mask, (0.0, 0.0, 0.0)).mean(-1, keepdim=True)
+            if mask.shape[:2] != metadata["nerfdiff_input_image"].shape[:2]:
+                raise DataError(
+                    self.config.mask, f"mask size {tuple(mask.shape[:2])} differs from the image's {tuple(metadata['nerfdiff_input_image'].shape[:2])}",
+                    "give a mask of the same size as the image",
+                )
+            metadata["nerfdiff_input_image"] = metadata["nerfdiff_input_image"] * mask + torch.tensor(background) * (1 - mask)
+        return DataparserOutputs(
+            image_filenames=[view.image_path], cameras=cams, alpha_color=torch.tensor(background),
+            scene_box=SceneBox(aabb=torch.tensor([[-radius] * 3, [radius] * 3], dtype=torch.float32)),
+            metadata=metadata,
+        )
+
+
+@dataclass
+class SRNObjectDataParserConfig(DataParserConfig):
+    """One object folder in SRN format; the input view is real, all other views are evaluation views."""
+
+    _target: Type = field(default_factory=lambda: SRNObjectDataParser)
+    data: Path = Path("object")
+    """SRN object folder (rgb/, pose/, intrinsics.txt) or a transforms.json scene."""
+    input_view: Optional[int] = None
+    """Index of the input view; default: the split's protocol.json input_view_index, else 0."""
+    max_eval_views: int = 0
+    """Evaluate on at most this many of the other views, evenly spaced (0 = all)."""
+    bundle: Optional[Path] = None
+    """Bundle whose background colour is used (set from the model's bundle)."""
+
+
+class SRNObjectDataParser(DataParser):
+    config: SRNObjectDataParserConfig
+
+    def input_index(self) -> int:
+        if self.config.input_view is not None:
+            return int(self.config.input_view)
+        protocol = Path(self.config.data).parent / "protocol.json"
+        if protocol.is_file():
+            return int(json.loads(protocol.read_text()).get("input_view_index", 0))
+        return 0
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        from nerfdiff_ns.data.multiview import load_object_folder
+
+        _, background, radius = _bundle_cameras(self.config.bundle)
+        obj = load_object_folder(self.config.data, background)
+        idx = self.input_index()
+        if not 0 <= idx < obj.num_views:
+            raise DataError(self.config.data, f"input view {idx} is out of range ({obj.num_views} views)", "pick --input-view between 0 and the number of views - 1")
+        if split == "train":
+            indices = [idx]
+        else:
+            indices = [i for i in range(obj.num_views) if i != idx] or [idx]
+            if self.config.max_eval_views and len(indices) > self.config.max_eval_views:
+                step = len(indices) / self.config.max_eval_views
+                indices = [indices[int(i * step)] for i in range(self.config.max_eval_views)]
+        intr = obj.intrinsics[None].expand(len(indices), 4)
+        cams = _cameras(obj.c2w[indices], intr, obj.height, obj.width)
+        metadata = {
+            "nerfdiff_input_image": obj.images[idx],
+            "nerfdiff_input_c2w": obj.c2w[idx],
+            "nerfdiff_input_intrinsics": obj.intrinsics,
+        }
+        return DataparserOutputs(
+            image_filenames=[obj.image_paths[i] for i in indices], cameras=cams, alpha_color=torch.tensor(background),
+            scene_box=SceneBox(aabb=torch.tensor([[-radius] * 3, [radius] * 3], dtype=torch.float32)),
+            metadata=metadata,
+        )

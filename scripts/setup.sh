@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.10+) and install nerfdiff-ns with its test and data extras.
+# Idempotent: a second run only re-installs the package itself (seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+if ! python -c "import nerfstudio, diffusers, pybullet, pytest" 2>/dev/null; then
+  python -m pip install -q -U pip setuptools wheel
+  # torch/torchvision first and explicitly, so the resolver keeps the machine's pinned builds
+  python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || python -m pip install -q torch torchvision
+  python -m pip install -q -e ".[dev,data]"
+else
+  python -m pip install -q --no-deps -e .
+fi

@@ -1,0 +1,321 @@
+"""Joint NeRF + CDM pretraining (nerfdiff-pretrain): learning, exact resume, DDP == 1 process,
+the non-finite guard, presets and checkpoint mismatches. CPU only, on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nerfdiff_ns.nerf.image_nerf import SourceView
+from nerfdiff_ns.pretrain import JointModel, Trainer, parse_config
+
+LOSS_KEYS = ("nerf_loss", "source_loss", "diffusion_loss", "total_loss")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    pytest.importorskip("pybullet")
+    from nerfdiff_ns.data.generate import GenerateConfig, generate
+
+    root = tmp_path_factory.mktemp("pretrain_data")
+    generate(GenerateConfig(output_dir=root, num_objects=3, views_per_object=6, eval_views_per_object=5,
+                            resolution=16, progress=False))
+    return root
+
+
+def make_cfg(data: Path, out: Path, *flags: str):
+    return parse_config(["--preset", "test", "--data", str(data), "--output-dir", str(out), "--no-log-tensorboard", *flags])
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------
+# learning
+
+
+def test_joint_training_lowers_nerf_and_diffusion_loss(tiny_data, tmp_path):
+    # Higher learning rates than the preset's so that 40 steps (a few seconds) show a clear fall.
+    cfg = make_cfg(tiny_data, tmp_path, "--steps", "40", "--learning-rate", "3e-3", "--cdm.learning-rate", "2e-3")
+    trainer = Trainer(cfg)
+    history = [trainer.train_step() for _ in range(40)]
+    assert all(h is not None for h in history), "no step may be skipped"
+    for key in ("nerf_loss", "diffusion_loss"):
+        values = np.array([h[key] for h in history])
+        assert np.isfinite(values).all()
+        first, last = values[:10].mean(), values[-10:].mean()
+        assert last < 0.8 * first, f"{key} did not fall: first 10 steps {first:.4f}, last 10 {last:.4f}"
+    # an eps-prediction CDM starts near 1 (predicting zero noise); it must clearly learn below that
+    assert np.mean([h["diffusion_loss"] for h in history[-10:]]) < 0.8
+    # every step was logged to losses.jsonl, exactly as returned
+    records = read_jsonl(tmp_path / "losses.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 41))
+    assert all(r[k] == h[k] for r, h in zip(records, history) for k in LOSS_KEYS)
+
+
+# ---------------------------------------------------------------------------------------------
+# exact resume
+
+
+def test_resume_continues_the_exact_trajectory(tiny_data, tmp_path):
+    flags = ("--steps-per-checkpoint", "3", "--keep-checkpoints", "2")
+    straight = Trainer(make_cfg(tiny_data, tmp_path / "straight", "--steps", "8", *flags))
+    straight.run()
+    expected = read_jsonl(tmp_path / "straight" / "losses.jsonl")
+    assert [r["step"] for r in expected] == list(range(1, 9))
+
+    split_dir = tmp_path / "split"
+    first = Trainer(make_cfg(tiny_data, split_dir, "--steps", "5", *flags))
+    first.run()
+    ckpts = sorted((split_dir / "checkpoints").glob("step-*.pt"))
+    assert [p.name for p in ckpts] == ["step-000000003.pt", "step-000000005.pt"]
+    # The process dies after logging steps 4-5 but before their checkpoint is complete: the resumed
+    # run restarts from step 3 and must recompute steps 4 and 5 identically.
+    ckpts[-1].unlink()
+    del first
+
+    second = Trainer(make_cfg(tiny_data, split_dir, "--steps", "8", *flags))  # fresh, as in a new process
+    assert second.step == 3
+    assert [r["step"] for r in read_jsonl(split_dir / "losses.jsonl")] == [1, 2, 3]  # stale records dropped
+    second.run()
+    got = read_jsonl(split_dir / "losses.jsonl")
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        for key in (*LOSS_KEYS, "grad_norm", "train_psnr"):
+            assert g[key] == pytest.approx(e[key], rel=1e-6, abs=1e-9), (g["step"], key)
+
+    assert state_equal(second.nerf.state_dict(), straight.nerf.state_dict())
+    assert state_equal(second.cdm.state_dict(), straight.cdm.state_dict())
+    assert state_equal(second.ema.state_dict(), straight.ema.state_dict())
+    opt_a, opt_b = second.optimizer.state_dict()["state"], straight.optimizer.state_dict()["state"]
+    assert opt_a.keys() == opt_b.keys()
+    assert all(state_equal(opt_a[k], opt_b[k]) for k in opt_a)
+    # the EMA really tracks (not a copy of) the CDM, so restoring it is tested above
+    assert not state_equal(second.ema.state_dict(), second.cdm.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# 2 processes (DDP, gloo) == 1 process with the same global batch
+
+
+def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
+    steps = 6
+    flags = ["--data", str(tiny_data), "--no-log-tensorboard", "--steps", str(steps), "--batch-size", "2",
+             "--steps-per-checkpoint", "100"]
+    one = Trainer(parse_config(["--preset", "test", "--output-dir", str(tmp_path / "one"), *flags]))
+    one.run()
+
+    two_dir = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "nerfdiff_ns.pretrain", "--preset", "test", "--output-dir", str(two_dir), *flags]
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    a = read_jsonl(tmp_path / "one" / "losses.jsonl")
+    b = read_jsonl(two_dir / "losses.jsonl")
+    # rank 0 alone logs: two unconnected processes would write 2 x steps records
+    assert [r["step"] for r in b] == [r["step"] for r in a] == list(range(1, steps + 1))
+    # Same samples, noise and timesteps by construction; only the order of float reductions
+    # differs (mean of per-rank means, DDP gradient all-reduce), so rtol 1e-4 is ample.
+    for ra, rb in zip(a, b):
+        for key in (*LOSS_KEYS, "train_psnr"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-7), (ra["step"], key, ra[key], rb[key])
+
+    final = f"step-{steps:09d}.pt"
+    sb = torch.load(two_dir / "checkpoints" / final, weights_only=True)
+    assert sb["step"] == steps
+    # Weights: tight for every parameter with a real gradient. A few parameters have a gradient
+    # that is zero in exact arithmetic (a bias right before a one-channel-per-group GroupNorm, the
+    # attention key bias before softmax): their float-noise gradients (RMS < 1e-9, far below Adam's
+    # eps 1e-8) become updates ~lr*g/eps that differ between reduction orders. They do not change
+    # what the models compute, which the output comparison below checks.
+    params = [(f"nerf.{n}", p) for n, p in one.nerf.named_parameters()]
+    params += [(f"cdm.{n}", p) for n, p in one.cdm.named_parameters()]
+    flat = [p for g in one.optimizer.param_groups for p in g["params"]]
+    assert [id(p) for _, p in params] == [id(p) for p in flat]
+    null_gradient = []
+    for name, param in params:
+        section, key = name.split(".", 1)
+        if one.optimizer.state[param]["exp_avg_sq"].sqrt().max() < 1e-8:
+            null_gradient.append(name)
+            continue
+        torch.testing.assert_close(sb[section][key], param.detach(), rtol=1e-4, atol=1e-5, msg=name)
+    assert len(null_gradient) < len(params) // 4, null_gradient
+
+    nerf_b = copy.deepcopy(one.nerf)
+    nerf_b.load_state_dict(sb["nerf"])
+    cdm_b = copy.deepcopy(one.cdm)
+    cdm_b.load_state_dict(sb["cdm"])
+    obj = one.dataset.load_object(0)
+    source = SourceView(obj.c2w[:1], obj.intrinsics[None], tuple(obj.images.shape[1:3]))
+    with torch.no_grad():
+        renders = [m.render_image(m.encode(obj.images[:1]), source, obj.c2w[1:2], obj.intrinsics[None], 16, 16)["rgb"]
+                   for m in (one.nerf, nerf_b)]
+        torch.testing.assert_close(renders[1], renders[0], rtol=1e-4, atol=1e-5)
+        g = torch.Generator().manual_seed(0)
+        x = [torch.randn(2, 3, 16, 16, generator=g) for _ in range(3)]
+        cam = torch.randn(2, 12, generator=g)
+        outs = [m(x[0], torch.tensor([5, 500]), x[1], x[2], cam) for m in (one.cdm, cdm_b)]
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    assert (two_dir / "bundle" / "nerf.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# non-finite guard
+
+
+def poison_forward(monkeypatch, trainer: Trainer, bad_steps: set[int], mode: str = "loss") -> None:
+    """Make the step indices in ``bad_steps`` produce a NaN loss (or a finite loss with NaN gradients)."""
+    original = JointModel.forward
+
+    def forward(self, batch):
+        out = original(self, batch)
+        if trainer.step in bad_steps:
+            if mode == "loss":
+                out["diffusion_loss"] = out["diffusion_loss"] * float("nan")
+            else:  # 0 * sqrt(p - p): value 0, gradient 0 * inf = nan into a NeRF weight
+                p = next(self.nerf.parameters()).flatten()[0]
+                out["nerf_loss"] = out["nerf_loss"] + 0.0 * torch.sqrt(p - p)
+        return out
+
+    monkeypatch.setattr(JointModel, "forward", forward)
+
+
+def snapshot(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {f"nerf.{k}": v.clone() for k, v in trainer.nerf.state_dict().items()} | {
+        f"cdm.{k}": v.clone() for k, v in trainer.cdm.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize("mode", ["loss", "gradient"])
+def test_non_finite_steps_are_skipped_then_stop(tiny_data, tmp_path, monkeypatch, mode):
+    trainer = Trainer(make_cfg(tiny_data, tmp_path, "--steps", "20", "--max-bad-steps", "3"))
+    poison_forward(monkeypatch, trainer, {1, 3, 4} | set(range(6, 20)), mode)
+
+    assert trainer.train_step() is not None                # step 0
+    before = snapshot(trainer)
+    assert trainer.train_step() is None                    # step 1: skipped
+    assert state_equal(snapshot(trainer), before), "a skipped step must not change the weights"
+    assert all(p.grad is None for p in trainer.nerf.parameters())
+    assert (trainer.step, trainer.bad_steps, trainer.skipped_steps) == (2, 1, 1)
+    assert trainer.train_step() is not None                # step 2: a good step resets the streak
+    assert trainer.bad_steps == 0
+    assert trainer.train_step() is None and trainer.train_step() is None  # steps 3, 4
+    assert trainer.train_step() is not None                # step 5
+    assert (trainer.bad_steps, trainer.skipped_steps) == (0, 3)
+    assert trainer.train_step() is None and trainer.train_step() is None  # steps 6, 7
+    with pytest.raises(FloatingPointError, match=r"3 consecutive non-finite .*--max-bad-steps 3.*--learning-rate"):
+        trainer.train_step()                               # step 8: third in a row
+    assert trainer.skipped_steps == 6
+
+    records = read_jsonl(tmp_path / "losses.jsonl")
+    assert [r["step"] for r in records if r.get("skipped")] == [2, 4, 5, 7, 8]
+    assert {r["reason"] for r in records if r.get("skipped")} == {f"non-finite {mode}"}  # the right guard fired
+    assert [r["step"] for r in records if not r.get("skipped")] == [1, 3, 6]
+
+
+def test_skipped_last_step_still_checkpoints(tiny_data, tmp_path, monkeypatch):
+    trainer = Trainer(make_cfg(tiny_data, tmp_path, "--steps", "4", "--steps-per-checkpoint", "100"))
+    poison_forward(monkeypatch, trainer, {3})
+    trainer.run()
+    assert trainer.step == 4 and trainer.skipped_steps == 1
+    assert (tmp_path / "checkpoints" / "step-000000004.pt").is_file()
+    assert (tmp_path / "bundle" / "config.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# presets and CLI
+
+
+def test_preset_then_flags(tiny_data, tmp_path):
+    cfg = parse_config(["--steps", "7", "--preset", "test", "--nerf.mlp-hidden", "24"])
+    assert (cfg.preset, cfg.steps, cfg.nerf.image_size, cfg.nerf.mlp_hidden) == ("test", 7, 16, 24)
+    assert cfg.cdm.block_out_channels == (8, 16)  # preset lists become the dataclass tuples
+    custom = tmp_path / "mine.json"
+    custom.write_text(json.dumps({"steps": 11, "nerf": {"mlp_layers": 2}}))
+    cfg = parse_config(["--preset", str(custom)])
+    assert (cfg.steps, cfg.nerf.mlp_layers) == (11, 2)
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(ValueError, match="unknown pretrain preset 'no-such-preset'") as info:
+        parse_config(["--preset", "no-such-preset"])
+    for name in ("test", "tiny", "srn-128"):
+        assert repr(name) in str(info.value)
+
+
+def test_unknown_key_in_preset_json(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": 3, "nerf": {"triplane_chanels": 4}}))
+    with pytest.raises(ValueError, match=r"nerf: unknown setting 'triplane_chanels' \(known: .*triplane_channels"):
+        parse_config(["--preset", str(bad)])
+    bad.write_text(json.dumps({"stepz": 3}))
+    with pytest.raises(ValueError, match=r"unknown setting 'stepz'"):
+        parse_config(["--preset", str(bad)])
+
+
+def test_cli_help():
+    exe = Path(sys.executable).with_name("nerfdiff-pretrain")
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "nerfdiff_ns.pretrain"]
+    proc = subprocess.run([*cmd, "--help"], env={**subprocess_env(), "COLUMNS": "200"}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--preset", "--cdm.backprop-into-nerf", "--log-jsonl", "--max-bad-steps", "--no-resume"):
+        assert flag in proc.stdout, flag
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint mismatches
+
+
+@pytest.fixture
+def trained_run(tiny_data, tmp_path) -> Path:
+    Trainer(make_cfg(tiny_data, tmp_path, "--steps", "3")).run()  # checkpoint at step 3
+    assert (tmp_path / "checkpoints" / "step-000000003.pt").is_file()
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--nerf.triplane-channels", "4"], "nerf.triplane_channels"),
+        (["--nerf.parameterization", "camera"], "nerf.parameterization"),  # same shapes: loads silently otherwise
+        (["--cdm.no-enabled"], "cdm.enabled"),
+        (["--cdm.block-out-channels", "8", "8"], "cdm.block_out_channels"),
+    ],
+)
+def test_resume_with_another_architecture(tiny_data, trained_run, flags, named):
+    with pytest.raises(RuntimeError, match="--no-resume") as info:
+        Trainer(make_cfg(tiny_data, trained_run, *flags))
+    message = str(info.value)
+    assert "--output-dir" in message and named in message and "step-000000003.pt" in message
+    assert Trainer(make_cfg(tiny_data, trained_run, "--no-resume", *flags)).step == 0
+
+
+def test_resume_with_other_training_settings(tiny_data, trained_run):
+    trainer = Trainer(make_cfg(tiny_data, trained_run, "--learning-rate", "1e-4", "--cdm.loss-weight", "0.5"))
+    assert trainer.step == 3  # learning rates and loss weights may change between runs
+
+
+def test_resume_from_corrupt_checkpoint(tiny_data, trained_run):
+    bad = trained_run / "checkpoints" / "step-000000004.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=r"(?s)step-000000004\.pt could not be read.*delete it"):
+        Trainer(make_cfg(tiny_data, trained_run))
