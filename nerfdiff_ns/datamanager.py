@@ -57,6 +57,8 @@ class NerfDiffDataManager(VanillaDataManager[NerfDiffDataset]):
         self.virtual_cameras: Cameras | None = None
         self.virtual_targets: torch.Tensor | None = None  # [V, H, W, 3], updated in place by NGD
         self.generator = torch.Generator().manual_seed(0)
+        # nerfstudio tools (ns-export) resize batches through the pixel sampler's num_rays_per_batch
+        self.train_pixel_sampler = self.config.pixel_sampler.setup(num_rays_per_batch=self.config.train_num_rays_per_batch)
 
     def set_virtual_views(self, c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int, targets: torch.Tensor) -> None:
         fx, fy, cx, cy = intrinsics.unbind(-1)
@@ -83,7 +85,7 @@ class NerfDiffDataManager(VanillaDataManager[NerfDiffDataset]):
 
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         self.train_count += 1
-        total = self.config.train_num_rays_per_batch
+        total = self.train_pixel_sampler.num_rays_per_batch
         n_input = total if self.virtual_cameras is None else max(1, int(round(total * self.config.input_ray_fraction)))
         bundle, rgb = self._sample_view(self.input_camera, self.input_image[None], n_input)
         weights = torch.full((n_input, 1), self.config.input_view_weight if self.virtual_cameras is not None else 1.0)

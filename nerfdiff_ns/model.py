@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple, Type
 import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.model_components.renderers import RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
 from torch import nn
 
@@ -59,6 +60,8 @@ class NerfDiffModel(Model):
         if self.config.num_fine_samples is not None:
             nerf_cfg.num_fine_samples = self.config.num_fine_samples
         self.nerf = bundle.load_nerf("cpu")
+        # nerfstudio's get_rgba_image (ns-export) reads the background from renderer_rgb
+        self.renderer_rgb = RGBRenderer(background_color=torch.tensor(nerf_cfg.background, dtype=torch.float32))
         self.bundle_config = bundle.config
         meta = self.kwargs.get("metadata", {}) or {}
         if "nerfdiff_input_image" not in meta:

@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# open3d (a nerfstudio dependency, used by ns-export) needs libusb at import time
+if ! ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0"; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq libusb-1.0-0) >/dev/null 2>&1 || echo "[setup] could not install libusb-1.0-0: ns-export will not work"
+  else
+    echo "[setup] libusb-1.0 is missing: install it (e.g. apt-get install libusb-1.0-0) for ns-export"
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

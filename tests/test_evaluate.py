@@ -1,0 +1,241 @@
+"""nerfdiff-eval: metrics, the per-object/summary outputs, resume, shards and merge (CPU, tiny settings)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nerfdiff_ns.metrics import MetricSuite, laplacian_energy, mse_to_psnr, ms_ssim_min_size, psnr, sharpness_ratio
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+METHODS = ("feed-forward", "ngd", "cdm-only")
+TINY_NGD = [
+    "--ngd.num-virtual-views", "2", "--ngd.diffusion-steps", "2", "--ngd.nerf-iters-per-step", "2",
+    "--ngd.final-iters", "2", "--rays-per-batch", "64",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def test_psnr_of_a_known_mse() -> None:
+    gt = torch.full((2, 8, 8, 3), 0.5)
+    pred = gt + 0.1  # mse = 0.01 -> 20 dB
+    assert psnr(pred, gt).tolist() == pytest.approx([20.0, 20.0], abs=1e-5)  # 0.6 - 0.5 in float32
+    assert float(mse_to_psnr(1e-3)) == pytest.approx(30.0)
+    assert float(psnr(gt[0], gt[0])[0]) == pytest.approx(100.0)  # mse floored at 1e-10
+
+
+def test_sharpness_ratio_is_one_for_identical_and_below_one_for_blurred_images() -> None:
+    torch.manual_seed(0)
+    gt = torch.rand(3, 32, 32, 3)
+    assert sharpness_ratio(gt, gt).tolist() == [1.0, 1.0, 1.0]
+    chw = gt.permute(0, 3, 1, 2)
+    blurred = torch.nn.functional.avg_pool2d(chw, 3, stride=1, padding=1, count_include_pad=False).permute(0, 2, 3, 1)
+    ratio = sharpness_ratio(blurred, gt)
+    assert bool((ratio < 0.5).all()), ratio
+    assert bool((laplacian_energy(torch.full((1, 8, 8, 3), 0.3)) == 0).all())
+    assert math.isnan(float(sharpness_ratio(gt[:1, :8, :8], torch.full((1, 8, 8, 3), 0.3))[0]))  # flat ground truth
+
+
+def test_metric_suite_reports_every_metric_and_nulls_with_a_reason() -> None:
+    torch.manual_seed(0)
+    gt = torch.rand(2, 32, 32, 3)
+    pred = (gt + 0.05 * torch.randn_like(gt)).clamp(0, 1)
+    suite = MetricSuite()
+    values = suite.per_view(pred, gt)
+    assert set(values) == {"psnr", "ssim", "lpips_vgg", "lpips_alex", "sharpness", "haarpsi", "gmsd", "ms_ssim"}
+    for name in ("psnr", "ssim", "sharpness", "haarpsi", "gmsd"):
+        assert len(values[name]) == 2 and all(math.isfinite(v) for v in values[name]), name
+    assert values["ms_ssim"] is None and "161" in suite.notes["ms_ssim"] and ms_ssim_min_size() == 161
+    for net in ("vgg", "alex"):
+        assert (values[f"lpips_{net}"] is None) == (f"lpips_{net}" in suite.notes)
+    same = suite.per_view(gt, gt)
+    assert same["ssim"] == pytest.approx([1.0, 1.0], abs=1e-6) and same["haarpsi"] == pytest.approx([1.0, 1.0], abs=1e-4)
+
+
+def test_shards_partition_the_selected_objects() -> None:
+    from nerfdiff_ns.evaluate import parse_shard, select_objects
+
+    objects = [Path(str(i)) for i in range(7)]
+    parts = [select_objects(objects, 5, f"{i}/3") for i in range(3)]
+    indices = sorted(i for part in parts for i, _ in part)
+    assert indices == [0, 1, 2, 3, 4]
+    assert [i for i, _ in parts[1]] == [1, 4]
+    assert select_objects(objects, 0, "0/1") == list(enumerate(objects))
+    with pytest.raises(ValueError, match="i/n"):
+        parse_shard("2")
+    with pytest.raises(ValueError):
+        parse_shard("3/3")
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end on a tiny dataset and bundle
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny generated dataset and a bundle trained on it for a few steps (NeRF + CDM), as in test_plugin."""
+    pytest.importorskip("pybullet")
+    from nerfdiff_ns.data.generate import GenerateConfig, generate
+    from nerfdiff_ns.pretrain import Trainer, parse_config
+
+    root = tmp_path_factory.mktemp("data")
+    generate(GenerateConfig(output_dir=root, num_objects=2, views_per_object=6, eval_views_per_object=6, resolution=16, progress=False))
+    run = tmp_path_factory.mktemp("run")
+    cfg = parse_config(["--preset", "test", "--data", str(root), "--output-dir", str(run), "--steps", "2", "--no-log-tensorboard"])
+    Trainer(cfg).run()
+    return root, run / "bundle"
+
+
+def _args(root: Path, bundle: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(root / "val"), "--bundle", str(bundle), "--output-dir", str(out), "--methods", *METHODS,
+            "--max-eval-views", "3", "--no-progress", *TINY_NGD, *extra]
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_bundle: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
+    from nerfdiff_ns.evaluate import parse_args, run_evaluation
+
+    root, bundle = tiny_bundle
+    out = tmp_path_factory.mktemp("eval")
+    args = _args(root, bundle, out, "--video-frames", "3")
+    result = run_evaluation(parse_args(args))
+    return args, out, result
+
+
+def test_object_json_structure_and_finite_metrics(full_run) -> None:
+    _, out, result = full_run
+    assert result["evaluated"] == ["900", "901"] and result["skipped"] == []
+    for object_id in ("900", "901"):
+        rec = json.loads((out / "objects" / f"{object_id}.json").read_text())
+        assert rec["object_id"] == object_id and rec["input_view"] == 0
+        assert rec["num_eval_views"] == 3 and len(rec["eval_views"]) == 3 and "000000" not in rec["eval_views"]
+        assert rec["image_size"] == [16, 16]
+        assert list(rec["methods"]) == list(METHODS)
+        assert rec["settings"]["ngd"]["diffusion_steps"] == 2 and rec["settings"]["rays_per_batch"] == 64
+        for method, entry in rec["methods"].items():
+            for name in ("psnr", "ssim", "sharpness", "haarpsi", "gmsd"):
+                assert math.isfinite(entry["metrics"][name]), (method, name)
+                assert len(entry["per_view"][name]) == 3
+                assert entry["metrics"][name] == pytest.approx(sum(entry["per_view"][name]) / 3)
+            assert entry["metrics"]["ms_ssim"] is None  # 16 px images
+            assert entry["seconds"] > 0 and entry["seconds"] >= entry["seconds_fit"]
+            assert entry["peak_memory_mb"] is None or entry["peak_memory_mb"] > 0
+            assert entry["memory_kind"]
+        assert rec["methods"]["feed-forward"]["iterations"] == 0
+        assert rec["methods"]["ngd"]["iterations"] == 2 * 2 + 2
+        assert "ms_ssim" in rec["metric_notes"]
+
+
+def test_feed_forward_psnr_matches_a_direct_render_of_the_bundle(full_run, tiny_bundle) -> None:
+    from nerfdiff_ns.bundle import load_bundle
+    from nerfdiff_ns.data.multiview import load_object_folder
+    from nerfdiff_ns.nerf.image_nerf import SourceView
+
+    root, bundle_path = tiny_bundle
+    _, out, _ = full_run
+    bundle = load_bundle(bundle_path)
+    nerf = bundle.load_nerf("cpu").eval()
+    for object_id in ("900", "901"):
+        rec = json.loads((out / "objects" / f"{object_id}.json").read_text())
+        obj = load_object_folder(root / "val" / object_id, bundle.config.nerf.background)
+        stems = [p.stem for p in obj.image_paths]
+        src = rec["input_view"]
+        height, width = obj.images.shape[1:3]
+        with torch.no_grad():
+            triplane = nerf.encode(obj.images[src][None])
+        source = SourceView(obj.c2w[src][None], obj.intrinsics[None], (height, width))
+        values = []
+        for name in rec["eval_views"]:
+            v = stems.index(name)
+            rgb = nerf.render_image(triplane, source, obj.c2w[v][None], obj.intrinsics[None], height, width)["rgb"][0]
+            mse = (rgb.clamp(0, 1).double() - obj.images[v].double()).pow(2).mean()
+            values.append(float(-10 * torch.log10(mse)))
+        entry = rec["methods"]["feed-forward"]
+        assert entry["per_view"]["psnr"] == pytest.approx(values, abs=1e-4)
+        assert entry["metrics"]["psnr"] == pytest.approx(sum(values) / len(values), abs=1e-4)
+
+
+def test_grid_videos_and_summary(full_run) -> None:
+    import imageio_ffmpeg
+    from PIL import Image
+
+    _, out, result = full_run
+    rec = json.loads((out / "objects" / "900.json").read_text())
+    assert rec["grid"]["columns"] == ["input", "ground truth", *METHODS] and len(rec["grid"]["rows"]) == 3
+    with Image.open(out / "objects" / "900.png") as im:
+        width, height = im.size
+    cell = 64  # 16 px views upscaled x4, 2 px gaps
+    assert (width, height) == (5 * cell + 4 * 2, 3 * cell + 2 * 2)
+    for method in ("feed-forward", "ngd"):
+        video = out / "videos" / f"900_{method}.mp4"
+        assert rec["methods"][method]["video"] == f"videos/900_{method}.mp4"
+        reader = imageio_ffmpeg.read_frames(str(video))
+        assert tuple(next(reader)["size"]) == (128, 128)
+        assert sum(1 for _ in reader) == 3
+    assert not (out / "videos" / "900_cdm-only.mp4").exists()
+    assert not (out / "scratch").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == result["summary"]
+    assert summary["num_objects"] == 2 and summary["objects"] == ["900", "901"]
+    for method in METHODS:
+        stats = summary["methods"][method]
+        assert stats["num_objects"] == 2
+        per_object = [json.loads((out / "objects" / f"{i}.json").read_text())["methods"][method]["metrics"]["psnr"] for i in ("900", "901")]
+        assert stats["metrics"]["psnr"]["mean"] == pytest.approx(sum(per_object) / 2)
+        assert stats["metrics"]["psnr"]["std"] == pytest.approx(abs(per_object[0] - per_object[1]) / 2)
+        assert stats["metrics"]["ms_ssim"] == {"mean": None, "std": None, "n": 0}
+    md = (out / "summary.md").read_text()
+    assert "Objects: 2" in md and "| ngd | 2 |" in md and "±" in md
+
+
+def test_resume_skips_objects_that_are_done(full_run) -> None:
+    from nerfdiff_ns.evaluate import parse_args, run_evaluation
+
+    args, out, _ = full_run
+    paths = [out / "objects" / f"{i}.json" for i in ("900", "901")]
+    before = [p.stat().st_mtime_ns for p in paths]
+    result = run_evaluation(parse_args(args))
+    assert result["evaluated"] == [] and result["skipped"] == ["900", "901"]
+    assert [p.stat().st_mtime_ns for p in paths] == before
+
+
+def test_shards_merge_to_the_unsharded_summary(full_run, tiny_bundle, tmp_path: Path) -> None:
+    from nerfdiff_ns.evaluate import parse_args, run_evaluation
+
+    root, bundle = tiny_bundle
+    _, out, full = full_run
+    shards = [tmp_path / "shard0", tmp_path / "shard1"]
+    done = []
+    for i, shard in enumerate(shards):
+        result = run_evaluation(parse_args(_args(root, bundle, shard, "--shard", f"{i}/2", "--no-videos")))
+        done.append(result["evaluated"])
+    assert done == [["900"], ["901"]]
+    merged_dir = tmp_path / "merged"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nerfdiff_ns.evaluate", "merge", *map(str, shards), "--output-dir", str(merged_dir)],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = json.loads((merged_dir / "summary.json").read_text())
+    reference = full["summary"]
+    assert merged["num_objects"] == reference["num_objects"] == 2
+    assert merged["objects"] == reference["objects"]
+    assert merged["settings"] == reference["settings"] and merged["settings_consistent"]
+    for method in METHODS:
+        for name, stat in reference["methods"][method]["metrics"].items():
+            got = merged["methods"][method]["metrics"][name]
+            assert got["n"] == stat["n"], (method, name)
+            if stat["mean"] is not None:
+                assert got["mean"] == pytest.approx(stat["mean"], abs=1e-6), (method, name)
+                assert got["std"] == pytest.approx(stat["std"], abs=1e-6), (method, name)
+    assert (merged_dir / "summary.md").is_file()
