@@ -200,7 +200,8 @@ def list_objects(data: Path) -> List[Path]:
         return list_srn_objects(data.parent, data.name)
     except DataError:
         splits = sorted(p.name for p in data.iterdir() if p.is_dir() and any(_is_object(q) for q in p.iterdir()))
-        hint = f" (it has splits: {', '.join(splits)}; pass e.g. {data / splits[0]})" if splits else ""
+        pick = next((s for s in ("val", "test") if s in splits), splits[0] if splits else "")
+        hint = f" (it has splits: {', '.join(splits)}; pass e.g. {data / pick})" if splits else ""
         raise DataError(data, f"holds no object folders{hint}", "pass an SRN split folder or one object folder with --data") from None
 
 
@@ -456,50 +457,30 @@ class MethodRun:
     video: Optional[Path] = None
 
 
-def _load_cdm_for(pipeline, cfg_ngd: NGDConfig):
-    """The frozen CDM and its training scheduler, loaded like ``NerfDiffPipeline._load_diffusion``."""
-    from nerfdiff_ns.bundle import load_bundle
-    from nerfdiff_ns.cdm.schedule import make_train_scheduler
-
-    bundle = load_bundle(pipeline.config.model.bundle)
-    device = pipeline.config.cdm_device or pipeline.device
-    cdm = bundle.load_cdm(device, ema=cfg_ngd.use_ema)
-    sched = bundle.load_scheduler_config()
-    scheduler = make_train_scheduler(
-        num_train_timesteps=sched["num_train_timesteps"], beta_schedule=sched["beta_schedule"],
-        prediction_type=sched.get("prediction_type", "epsilon"),
-    )
-    return cdm, scheduler
-
-
 @torch.no_grad()
 def cdm_only_predictions(pipeline, cameras, batch_size: int) -> torch.Tensor:
     """CDM-only: a full DDIM sample per target view, conditioned on the feed-forward NeRF's render of
     that view (rendered at the CDM's resolution, like NGD's virtual views) and the input image;
     returned at the target views' size ``[V, H, W, 3]``."""
     from nerfdiff_ns.cdm.unet import resize_to
-    from nerfdiff_ns.ngd import VirtualViewDiffusion
 
     model = pipeline.model
     ngd = pipeline.config.ngd
-    cdm, scheduler = _load_cdm_for(pipeline, ngd)
-    size = int(cdm.config.sample_size)
-    device = pipeline.device
     c2w = torch.eye(4).repeat(len(cameras), 1, 1)
     c2w[:, :3, :4] = cameras.camera_to_worlds.float().cpu()
+    diffusion = pipeline.make_diffusion(c2w)
+    size = diffusion.resolution[0]
+    device = pipeline.device
     height, width = int(cameras.height[0]), int(cameras.width[0])
     k = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], -1).float().cpu()
     k = k * torch.tensor([size / width, size / height, size / width, size / height])
-    generator = torch.Generator(device="cpu").manual_seed(ngd.seed)
     was_training = model.training
     model.eval()
     outputs = []
     for start in range(0, len(cameras), max(1, batch_size)):
         sl = slice(start, start + max(1, batch_size))
         cond = model.nerf.render_image(model.triplane, model.source, c2w[sl].to(device), k[sl].to(device), size, size)["rgb"]
-        diffusion = VirtualViewDiffusion(cdm, scheduler, ngd, model.input_image, model.input_c2w[0], c2w[sl])
-        diffusion.generator = generator  # one noise stream over all chunks
-        sample = diffusion.sample_independently(cond.clamp(0, 1))  # [v, size, size, 3]
+        sample = diffusion.sample_independently(cond.clamp(0, 1), views=sl)  # [v, size, size, 3]
         outputs.append(resize_to(sample.permute(0, 3, 1, 2).float(), (height, width)).permute(0, 2, 3, 1).clamp(0, 1).cpu())
     model.train(was_training)
     return torch.cat(outputs)
@@ -535,18 +516,19 @@ def run_method(cfg: EvalConfig, obj: Path, method: str, scratch_root: Path, devi
                     iterations = int(trainer.config.max_num_iterations)
                     trainer.train()
                 t2 = _now(device)
-                views = eval_views_of(pipeline)
+                cameras = pipeline.datamanager.eval_dataset.cameras
                 if method == "cdm-only":
-                    renders = cdm_only_predictions(pipeline, views.cameras, cfg.cdm_batch_size)
+                    renders = cdm_only_predictions(pipeline, cameras, cfg.cdm_batch_size)
                     t3 = _now(device)
                     cost.update(seconds_setup=t1 - t0, seconds_fit=t3 - t2, seconds_render=0.0)
                 else:
                     pipeline.eval()
-                    renders = render_cameras(model, views.cameras)
+                    renders = render_cameras(model, cameras)
                     t3 = _now(device)
                     cost.update(seconds_setup=t1 - t0, seconds_fit=t2 - t1, seconds_render=t3 - t2)
                 cost["seconds"] = t3 - t0
             cost.update(memory.result)
+            views = eval_views_of(pipeline)  # ground truth, outside the timed block
             video = None
             if video_path is not None and method in NERF_METHODS:
                 t4 = _now(device)
@@ -780,9 +762,8 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
         cells = [_fmt(s["metrics"][m], digits.get(m, 3)) for m in shown]
         cells += [_fmt(s["cost"]["seconds"], 1), _fmt(s["cost"]["peak_memory_mb"], 0)]
         lines.append(f"| {name} | {s['num_objects']} | " + " | ".join(cells) + " |")
-    missing = [m for m in METRICS if m not in shown]
-    if missing or summary.get("metric_notes"):
-        lines += ["", "Notes:"]
+    if summary.get("metric_notes"):
+        lines += ["", "Notes (metrics shown as n/a or left out):"]
         for key, note in summary.get("metric_notes", {}).items():
             lines.append(f"- `{key}`: {note}")
     if not summary.get("settings_consistent", True):

@@ -122,16 +122,21 @@ class VirtualViewDiffusion:
         return self.targets01()
 
     @torch.no_grad()
-    def sample_independently(self, renders01: torch.Tensor, num_steps: Optional[int] = None) -> torch.Tensor:
-        """CDM-only: a full DDIM sample per view conditioned on the given renders (no NeRF in the loop)."""
+    def sample_independently(self, renders01: torch.Tensor, num_steps: Optional[int] = None, views: slice = slice(None)) -> torch.Tensor:
+        """CDM-only: a full DDIM sample per view conditioned on the given renders (no NeRF in the loop).
+
+        ``views`` selects which virtual views ``renders01`` belong to (for chunked sampling); the
+        noise comes from this object's generator, one stream across chunks.
+        """
         from nerfdiff_ns.cdm.guidance import sample_cdm
         from nerfdiff_ns.cdm.schedule import make_sampling_scheduler
         from nerfdiff_ns.cdm.unet import from_diffusion_range
 
         sampler = make_sampling_scheduler(from_scheduler=self.scheduler)
-        views = renders01.shape[0]
+        count = renders01.shape[0]
+        relative = None if self.relative is None else self.relative[views]
         out = sample_cdm(
-            self.cdm, sampler, self._cond(renders01), self.source.expand(views, -1, -1, -1), self.relative,
+            self.cdm, sampler, self._cond(renders01), self.source.expand(count, -1, -1, -1), relative,
             num_steps=num_steps or self.config.diffusion_steps, cfg_scale=self.config.cfg_scale, generator=self.generator,
         )
         return from_diffusion_range(out).clamp(0, 1).permute(0, 2, 3, 1)

@@ -81,6 +81,10 @@ class NerfDiffPipeline(VanillaPipeline):
         return self.__dict__["_diffusion"]
 
     def _load_diffusion(self) -> VirtualViewDiffusion:
+        return self.make_diffusion(self.virtual_c2w)
+
+    def make_diffusion(self, virtual_c2w: torch.Tensor) -> VirtualViewDiffusion:
+        """Load the bundle's frozen CDM (EMA by default) and set up trajectories for ``virtual_c2w [V, 4, 4]``."""
         from nerfdiff_ns.bundle import load_bundle
         from nerfdiff_ns.cdm.schedule import make_train_scheduler
 
@@ -93,7 +97,7 @@ class NerfDiffPipeline(VanillaPipeline):
             prediction_type=sched_cfg.get("prediction_type", "epsilon"),
         )
         model = self.model
-        return VirtualViewDiffusion(cdm, scheduler, self.config.ngd, model.input_image, model.input_c2w[0], self.virtual_c2w)
+        return VirtualViewDiffusion(cdm, scheduler, self.config.ngd, model.input_image, model.input_c2w[0], virtual_c2w)
 
     @property
     def virtual_c2w(self) -> torch.Tensor:

@@ -81,24 +81,9 @@ def test_shards_partition_the_selected_objects() -> None:
 # end to end on a tiny dataset and bundle
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny generated dataset and a bundle trained on it for a few steps (NeRF + CDM), as in test_plugin."""
-    pytest.importorskip("pybullet")
-    from nerfdiff_ns.data.generate import GenerateConfig, generate
-    from nerfdiff_ns.pretrain import Trainer, parse_config
-
-    root = tmp_path_factory.mktemp("data")
-    generate(GenerateConfig(output_dir=root, num_objects=2, views_per_object=6, eval_views_per_object=6, resolution=16, progress=False))
-    run = tmp_path_factory.mktemp("run")
-    cfg = parse_config(["--preset", "test", "--data", str(root), "--output-dir", str(run), "--steps", "2", "--no-log-tensorboard"])
-    Trainer(cfg).run()
-    return root, run / "bundle"
-
-
 def _args(root: Path, bundle: Path, out: Path, *extra: str) -> list[str]:
     return ["--data", str(root / "val"), "--bundle", str(bundle), "--output-dir", str(out), "--methods", *METHODS,
-            "--max-eval-views", "3", "--no-progress", *TINY_NGD, *extra]
+            "--num-objects", "2", "--max-eval-views", "3", "--no-progress", *TINY_NGD, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +224,38 @@ def test_shards_merge_to_the_unsharded_summary(full_run, tiny_bundle, tmp_path: 
                 assert got["mean"] == pytest.approx(stat["mean"], abs=1e-6), (method, name)
                 assert got["std"] == pytest.approx(stat["std"], abs=1e-6), (method, name)
     assert (merged_dir / "summary.md").is_file()
+
+
+def test_ngd_matches_ns_train_then_ns_eval(full_run, tiny_bundle, tmp_path: Path) -> None:
+    """The benchmark's ngd run is the ns-train run: the same PSNR/SSIM as `ns-train nerfdiff-tiny ...` + `ns-eval`.
+
+    Both nerfstudio commands run in this process (their own code paths: tyro over nerfstudio's method
+    union, ``scripts.train.main``, then ``eval_setup`` + ``get_average_eval_image_metrics`` as ns-eval does),
+    which saves two interpreter start-ups.
+    """
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+    from nerfstudio.scripts import train as ns_train
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from nerfdiff_ns.evaluate import nerfstudio_session
+
+    root, bundle = tiny_bundle
+    _, out, _ = full_run
+    args = [
+        "nerfdiff-tiny", "--output-dir", str(tmp_path / "out"), "--vis", "tensorboard",
+        "--experiment-name", "cmp", "--pipeline.model.bundle", str(bundle),
+        "--pipeline.ngd.num-virtual-views", "2", "--pipeline.ngd.diffusion-steps", "2",
+        "--pipeline.ngd.nerf-iters-per-step", "2", "--pipeline.ngd.final-iters", "2",
+        "--pipeline.datamanager.train-num-rays-per-batch", "64",
+        "nerfdiff-srn-object", "--data", str(root / "val" / "900"), "--max-eval-views", "3",
+    ]
+    with nerfstudio_session(verbose=False):
+        ns_train.main(tyro.cli(AnnotatedBaseConfigUnion, args=args))
+    config = next((tmp_path / "out").glob("cmp/nerfdiff-tiny/*/config.yml"))
+    with nerfstudio_session(verbose=False):
+        _, pipeline, _, _ = eval_setup(config)
+        ns = pipeline.get_average_eval_image_metrics(get_std=True)
+    ours = json.loads((out / "objects" / "900.json").read_text())["methods"]["ngd"]["metrics"]
+    assert ours["psnr"] == pytest.approx(float(ns["psnr"]), abs=1e-4)
+    assert ours["ssim"] == pytest.approx(float(ns["ssim"]), abs=1e-5)

@@ -15,21 +15,6 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny generated dataset and a bundle trained on it for a few steps (NeRF + CDM)."""
-    pytest.importorskip("pybullet")
-    from nerfdiff_ns.data.generate import GenerateConfig, generate
-    from nerfdiff_ns.pretrain import Trainer, parse_config
-
-    root = tmp_path_factory.mktemp("data")
-    generate(GenerateConfig(output_dir=root, num_objects=2, views_per_object=6, eval_views_per_object=6, resolution=16, progress=False))
-    run = tmp_path_factory.mktemp("run")
-    cfg = parse_config(["--preset", "test", "--data", str(root), "--output-dir", str(run), "--steps", "2", "--no-log-tensorboard"])
-    Trainer(cfg).run()
-    return root, run / "bundle"
-
-
 def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

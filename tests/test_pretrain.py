@@ -20,17 +20,6 @@ from nerfdiff_ns.pretrain import JointModel, Trainer, parse_config
 LOSS_KEYS = ("nerf_loss", "source_loss", "diffusion_loss", "total_loss")
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    pytest.importorskip("pybullet")
-    from nerfdiff_ns.data.generate import GenerateConfig, generate
-
-    root = tmp_path_factory.mktemp("pretrain_data")
-    generate(GenerateConfig(output_dir=root, num_objects=3, views_per_object=6, eval_views_per_object=5,
-                            resolution=16, progress=False))
-    return root
-
-
 def make_cfg(data: Path, out: Path, *flags: str):
     return parse_config(["--preset", "test", "--data", str(data), "--output-dir", str(out), "--no-log-tensorboard", *flags])
 
