@@ -223,7 +223,7 @@ class NerfDiffPipeline(VanillaPipeline):
                 rot = vtf.SO3.from_matrix(c2w[:3, :3]) @ vtf.SO3.from_x_radians(math.pi)
                 fov = 2 * math.atan(float(cams.cy[i]) / float(cams.fy[i]))
                 image = (dm.virtual_targets[i].numpy() * 255).astype("uint8")
-                server.add_camera_frustum(
+                server.scene.add_camera_frustum(
                     name=f"/nerfdiff_virtual_views/{i:02d}", fov=fov, aspect=1.0, scale=viewer.config.camera_frustum_scale,
                     color=(255, 120, 0), image=image, wxyz=rot.wxyz, position=c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO,
                 )

@@ -76,3 +76,26 @@ def test_zero_gamma_follows_the_cdm_alone() -> None:
         x0 = (a.last_info.x0.permute(0, 2, 3, 1) + 1) / 2
         assert torch.allclose(ta, x0.clamp(0, 1), atol=1e-6)
     assert not math.isnan(float(ta.sum()))
+
+
+def test_virtual_views_are_drawn_in_the_viewer_with_their_targets() -> None:
+    """The pipeline's viewer callback puts one frustum per virtual view, carrying its current target."""
+    from types import SimpleNamespace
+
+    from nerfstudio.cameras.cameras import Cameras
+
+    from nerfdiff_ns.pipeline import NerfDiffPipeline
+
+    calls: list[dict] = []
+    scene = SimpleNamespace(add_camera_frustum=lambda **kw: calls.append(kw))
+    viewer = SimpleNamespace(viser_server=SimpleNamespace(scene=scene), config=SimpleNamespace(camera_frustum_scale=0.1))
+    c2w = virtual_cameras(orbit_pose(2.7, 0.0, 20.0), 3)
+    cams = Cameras(camera_to_worlds=c2w[:, :3, :4], fx=20.0, fy=20.0, cx=8.0, cy=8.0, width=16, height=16)
+    targets = torch.rand(3, 16, 16, 3)
+    fake = SimpleNamespace(datamanager=SimpleNamespace(virtual_cameras=cams, virtual_targets=targets))
+    NerfDiffPipeline._show_virtual_views(fake, viewer, step=10)  # type: ignore[arg-type]
+    assert len(calls) == 3
+    assert [c["name"] for c in calls] == [f"/nerfdiff_virtual_views/{i:02d}" for i in range(3)]
+    assert (calls[1]["image"] == (targets[1].numpy() * 255).astype("uint8")).all()
+    assert calls[0]["fov"] == pytest.approx(2 * math.atan(8.0 / 20.0))
+    assert torch.allclose(torch.tensor(calls[2]["position"]), c2w[2, :3, 3] * 10.0)
