@@ -144,11 +144,11 @@ class NerfDiffPipeline(VanillaPipeline):
                 targets = diffusion.sample_independently(self.render_virtual_views(size))
                 self._set_virtual(targets, size)
             return
+        if ngd.mode == "sds":  # pure score distillation: no virtual targets, only the SDS loss (sds_loss)
+            return
         if dm.virtual_cameras is None:
             self._set_virtual(diffusion.start(self.render_virtual_views(size)), size)
-            if ngd.mode == "sds":
-                return
-        if ngd.mode == "ngd" and not diffusion.done and step >= diffusion.step_index * ngd.nerf_iters_per_step:
+        if not diffusion.done and step >= diffusion.step_index * ngd.nerf_iters_per_step:
             targets = diffusion.step(self.render_virtual_views(size))
             dm.update_virtual_targets(targets)
             info = diffusion.last_info

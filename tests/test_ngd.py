@@ -99,3 +99,23 @@ def test_virtual_views_are_drawn_in_the_viewer_with_their_targets() -> None:
     assert (calls[1]["image"] == (targets[1].numpy() * 255).astype("uint8")).all()
     assert calls[0]["fov"] == pytest.approx(2 * math.atan(8.0 / 20.0))
     assert torch.allclose(torch.tensor(calls[2]["position"]), c2w[2, :3, 3] * 10.0)
+
+
+def test_cdm_only_sampling_cli_writes_one_png_per_target_view(tiny_bundle, tmp_path) -> None:
+    from nerfdiff_ns.data.images import load_rgb
+    from nerfdiff_ns.sample import SampleConfig, sample_views
+
+    root, bundle = tiny_bundle
+    obj = sorted(p for p in (root / "val").iterdir() if p.is_dir())[0]
+    image = sorted((obj / "rgb").glob("*.png"))[0]
+    cfg = SampleConfig(image=image, output_dir=tmp_path / "s", bundle=bundle, num_views=3, num_steps=2, device="cpu")
+    written = sample_views(cfg)
+    assert [p.name for p in written] == ["view_00.png", "view_01.png", "view_02.png"]
+    sample = load_rgb(written[0])
+    assert sample.shape[-1] == 3 and torch.isfinite(sample).all()
+    assert (tmp_path / "s" / "render_02.png").is_file() and (tmp_path / "s" / "cameras.json").is_file()
+    # same seed -> same samples; another seed -> different samples
+    again = sample_views(SampleConfig(**{**cfg.__dict__, "output_dir": tmp_path / "t"}))
+    assert torch.equal(load_rgb(again[1]), load_rgb(written[1]))
+    other = sample_views(SampleConfig(**{**cfg.__dict__, "output_dir": tmp_path / "u", "seed": 1}))
+    assert not torch.equal(load_rgb(other[1]), load_rgb(written[1]))
