@@ -153,6 +153,9 @@ def parse_run(log: str, out_dir: Path) -> dict[str, Optional[float]]:
     if configs:
         if m := re.search(r"^max_num_iterations:\s*(\d+)", configs[-1].read_text(), re.MULTILINE):
             iters = int(m.group(1))
+    if iters is None:  # max_num_iterations = -1 follows the NGD schedule: the last checkpoint is step iters - 1
+        steps = [int(p.stem.split("-")[1]) for p in out_dir.rglob("step-*.ckpt")]
+        iters = max(steps) + 1 if steps else None
     cuda = re.search(re.escape(_CUDA_MARK) + r"\s+([\d.]+)", log)
     return {
         "iterations": iters,

@@ -98,7 +98,7 @@ def train_worker(preset: str, data: str, output_dir: str, device: str, batch_siz
         torch.set_num_threads(threads)
     cfg = dataclasses.replace(
         preset_config(preset), data=Path(data), output_dir=Path(output_dir), device=device, batch_size=batch_size,
-        steps=warmup_steps + steps, steps_per_eval=0, log_tensorboard=False, resume=False, num_workers=0,
+        steps=warmup_steps + steps, steps_per_eval=0, log_tensorboard=False, resume=False, log_jsonl=False,
     )
     trainer = Trainer(cfg)
     for _ in range(warmup_steps):

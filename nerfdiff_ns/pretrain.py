@@ -121,8 +121,6 @@ class PretrainConfig:
     """Continue from the latest checkpoint in output_dir when there is one."""
     max_bad_steps: int = 10
     """Stop after this many consecutive non-finite losses (each is skipped and logged)."""
-    num_workers: int = 0
-    """DataLoader workers (0 loads in the main process)."""
     log_tensorboard: bool = True
     """Write tensorboard events to output_dir."""
     log_jsonl: bool = True

@@ -60,7 +60,8 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
-    for old in sorted(folder.glob(CHECKPOINT_GLOB))[:-keep]:
+    """Delete all but the newest ``keep`` checkpoints (at least the newest one is always kept)."""
+    for old in sorted(folder.glob(CHECKPOINT_GLOB))[: -max(1, keep)]:
         old.unlink(missing_ok=True)
 
 
