@@ -8,18 +8,22 @@ import torch
 
 
 def look_at(eye: torch.Tensor, target: torch.Tensor | None = None, up: torch.Tensor | None = None) -> torch.Tensor:
-    """Camera-to-world ``[4, 4]`` for a camera at ``eye`` looking at ``target`` (OpenGL: looks along -z)."""
-    eye = eye.float()
-    target = torch.zeros(3) if target is None else target.float()
-    up = torch.tensor([0.0, 0.0, 1.0]) if up is None else up.float()
+    """Camera-to-world ``[4, 4]`` for a camera at ``eye`` looking at ``target`` (OpenGL: looks along -z).
+
+    Keeps a float64 ``eye`` in float64 (the dataset generator writes poses at that precision).
+    """
+    dtype = eye.dtype if eye.dtype == torch.float64 else torch.float32
+    eye = eye.to(dtype)
+    target = torch.zeros(3, dtype=dtype) if target is None else target.to(dtype)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=dtype) if up is None else up.to(dtype)
     back = eye - target
     back = back / back.norm()
     right = torch.linalg.cross(up, back)
     if right.norm() < 1e-6:  # looking straight up/down: any horizontal right vector will do
-        right = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]), back)
+        right = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0], dtype=dtype), back)
     right = right / right.norm()
     cam_up = torch.linalg.cross(back, right)
-    c2w = torch.eye(4)
+    c2w = torch.eye(4, dtype=dtype)
     c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, cam_up, back, eye
     return c2w
 

@@ -313,19 +313,22 @@ def camera_position(azimuth_degrees: float, elevation_degrees: float, distance: 
 
 def look_at(position: np.ndarray, target: Sequence[float] = (0.0, 0.0, 0.0),
             up: Sequence[float] = (0.0, 0.0, 1.0)) -> np.ndarray:
-    """Camera-to-world ``[4, 4]`` (float64, OpenGL camera axes: x right, y up, looking along -z)."""
+    """Camera-to-world ``[4, 4]`` (float64, OpenGL camera axes: x right, y up, looking along -z).
+
+    The maths is :func:`nerfdiff_ns.data.cameras.look_at`; here it runs in float64 and refuses a
+    camera looking straight along the up vector instead of picking an arbitrary roll.
+    """
+    import torch
+
+    from nerfdiff_ns.data.cameras import look_at as look_at_torch
+
     position = np.asarray(position, dtype=np.float64)
     back = position - np.asarray(target, dtype=np.float64)
-    back /= np.linalg.norm(back)
-    right = np.cross(np.asarray(up, dtype=np.float64), back)
-    norm = np.linalg.norm(right)
-    if norm < 1e-8:
+    if np.linalg.norm(np.cross(np.asarray(up, dtype=np.float64), back / np.linalg.norm(back))) < 1e-8:
         raise ValueError("camera looks straight along the up vector; choose |elevation| < 90 degrees")
-    right /= norm
-    cam_up = np.cross(back, right)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, cam_up, back, position
-    return c2w
+    return look_at_torch(
+        torch.from_numpy(position), torch.tensor(target, dtype=torch.float64), torch.tensor(up, dtype=torch.float64)
+    ).numpy()
 
 
 def train_camera_angles(rng: np.random.Generator, num_views: int,
