@@ -151,6 +151,16 @@ class Bundle:
         except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
             raise BundleError(f"{path} is not valid JSON ({err}); re-export or re-download the bundle.") from err
 
+    def load_train_scheduler(self) -> Any:
+        """The diffusers training scheduler (betas, timesteps, prediction type) the CDM was trained with."""
+        from nerfdiff_ns.cdm.schedule import make_train_scheduler
+
+        cfg = self.load_scheduler_config()
+        return make_train_scheduler(
+            num_train_timesteps=cfg["num_train_timesteps"], beta_schedule=cfg["beta_schedule"],
+            prediction_type=cfg.get("prediction_type", "epsilon"),
+        )
+
 
 def _load_state_checked(module: "nn.Module", state: dict[str, torch.Tensor], where: Path) -> None:
     own = module.state_dict()

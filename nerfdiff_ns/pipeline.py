@@ -86,16 +86,11 @@ class NerfDiffPipeline(VanillaPipeline):
     def make_diffusion(self, virtual_c2w: torch.Tensor) -> VirtualViewDiffusion:
         """Load the bundle's frozen CDM (EMA by default) and set up trajectories for ``virtual_c2w [V, 4, 4]``."""
         from nerfdiff_ns.bundle import load_bundle
-        from nerfdiff_ns.cdm.schedule import make_train_scheduler
 
         bundle = load_bundle(self.config.model.bundle)
         device = self.config.cdm_device or self.device
         cdm = bundle.load_cdm(device, ema=self.config.ngd.use_ema)
-        sched_cfg = bundle.load_scheduler_config()
-        scheduler = make_train_scheduler(
-            num_train_timesteps=sched_cfg["num_train_timesteps"], beta_schedule=sched_cfg["beta_schedule"],
-            prediction_type=sched_cfg.get("prediction_type", "epsilon"),
-        )
+        scheduler = bundle.load_train_scheduler()
         model = self.model
         return VirtualViewDiffusion(cdm, scheduler, self.config.ngd, model.input_image, model.input_c2w[0], virtual_c2w)
 

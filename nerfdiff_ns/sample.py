@@ -47,7 +47,6 @@ class SampleConfig:
 
 def sample_views(cfg: SampleConfig) -> list[Path]:
     from nerfdiff_ns.bundle import load_bundle
-    from nerfdiff_ns.cdm.schedule import make_train_scheduler
     from nerfdiff_ns.data.cameras import virtual_cameras
     from nerfdiff_ns.data.dataparsers import SingleImageDataParserConfig, default_bundle_path
     from nerfdiff_ns.data.images import save_rgb
@@ -62,11 +61,7 @@ def sample_views(cfg: SampleConfig) -> list[Path]:
     image, c2w, intrinsics = meta["nerfdiff_input_image"], meta["nerfdiff_input_c2w"], meta["nerfdiff_input_intrinsics"]
     nerf = bundle.load_nerf(device).eval()
     cdm = bundle.load_cdm(device, ema=cfg.use_ema)
-    sched = bundle.load_scheduler_config()
-    scheduler = make_train_scheduler(
-        num_train_timesteps=sched["num_train_timesteps"], beta_schedule=sched["beta_schedule"],
-        prediction_type=sched.get("prediction_type", "epsilon"),
-    )
+    scheduler = bundle.load_train_scheduler()
     elevations = cfg.elevation_degrees or bundle.config.cameras.elevation_range_degrees
     targets = virtual_cameras(c2w, cfg.num_views, cfg.azimuth_spread_degrees, tuple(elevations))
     size = int(cdm.config.sample_size)
