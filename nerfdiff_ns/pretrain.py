@@ -125,6 +125,12 @@ class PretrainConfig:
     """Write tensorboard events to output_dir."""
     log_jsonl: bool = True
     """Append every step's losses (or a skipped marker) to output_dir/losses.jsonl (rank 0)."""
+    init_from: Path | None = None
+    """Start from this bundle's weights (NeRF, CDM and its EMA) instead of random ones; the architecture
+    must match. Ignored when output_dir already has a checkpoint (that run resumes instead)."""
+    freeze_nerf: bool = False
+    """Train only the CDM: the NeRF renders its conditions without gradients and is not updated. A second
+    stage after joint training (with --init-from) that spends every step's compute on the diffusion model."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +240,8 @@ class JointModel(nn.Module):
         self.cdm = cdm
         self.scheduler = scheduler
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def render_views(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encode each source view; render its whole target view and (optionally) a few source pixels."""
         cfg = self.cfg
         nerf = self.nerf
         src_imgs = batch["source_image"]
@@ -249,15 +256,25 @@ class JointModel(nn.Module):
             o, d = camera_rays(batch["target_c2w"][b : b + 1], k_render[b : b + 1], pixels[None])
             sub = SourceView(source.c2w[b : b + 1], source.intrinsics[b : b + 1], source.image_size)
             renders.append(nerf.render_rays(triplanes[b : b + 1], sub, o, d, jitter=True, generator=gen)["rgb"])
-            if cfg.source_view_weight > 0:
+            if cfg.source_view_weight > 0 and not cfg.freeze_nerf:
                 sel = batch["source_pixels"][b : b + 1]
                 o, d = camera_rays(batch["source_c2w"][b : b + 1], batch["intrinsics"][b : b + 1], sel)
                 src_preds.append(nerf.render_rays(triplanes[b : b + 1], sub, o, d, jitter=True, generator=gen)["rgb"])
         render = torch.cat(renders).view(-1, res, res, 3)
-        target_small = resize_hwc(batch["target_image"], res).permute(0, 2, 3, 1)
-        losses = {"nerf_loss": F.mse_loss(render, target_small)}
-        if src_preds:
-            losses["source_loss"] = cfg.source_view_weight * F.mse_loss(torch.cat(src_preds), batch["source_pixel_rgb"])
+        return render, (torch.cat(src_preds) if src_preds else None)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        if cfg.freeze_nerf:  # the NeRF only supplies the CDM's conditions: no graph, no update
+            with torch.no_grad():
+                render, src_pred = self.render_views(batch)
+        else:
+            render, src_pred = self.render_views(batch)
+        target_small = resize_hwc(batch["target_image"], cfg.render_resolution).permute(0, 2, 3, 1)
+        # A frozen NeRF's reconstruction error is reported ("nerf_mse"), not optimised (only *_loss terms are).
+        losses = {"nerf_mse" if cfg.freeze_nerf else "nerf_loss": F.mse_loss(render, target_small)}
+        if src_pred is not None:
+            losses["source_loss"] = cfg.source_view_weight * F.mse_loss(src_pred, batch["source_pixel_rgb"])
         if self.cdm is not None:
             from nerfdiff_ns.cdm.schedule import diffusion_loss
             from nerfdiff_ns.cdm.unet import relative_camera, to_diffusion_range
@@ -265,6 +282,7 @@ class JointModel(nn.Module):
             cond = render.permute(0, 3, 1, 2)
             if not cfg.cdm.backprop_into_nerf:
                 cond = cond.detach()
+            src_imgs = batch["source_image"]
             x0 = to_diffusion_range(batch["target_image"].permute(0, 3, 1, 2))
             rel = relative_camera(batch["source_c2w"], batch["target_c2w"]) if self.cdm.config.camera_embedding_dim > 0 else None
             loss, _ = diffusion_loss(
@@ -389,6 +407,10 @@ class Trainer:
             cdm, self.scheduler = build_cdm(cfg)
             self.cdm = cdm.to(self.device)
             self.ema = copy.deepcopy(self.cdm).requires_grad_(False)
+        if cfg.freeze_nerf:
+            if self.cdm is None:
+                raise ValueError("--freeze-nerf trains only the CDM: it needs --cdm.enabled True.")
+            self.nerf.requires_grad_(False)  # DDP and the optimiser then ignore the NeRF
         self.model = JointModel(cfg, self.nerf, self.cdm, self.scheduler)
         self.ddp_model: nn.Module = self.model
         if self.dist.world_size > 1:
@@ -397,7 +419,7 @@ class Trainer:
             self.ddp_model = DistributedDataParallel(
                 self.model, device_ids=[self.dist.local_rank] if device_type == "cuda" else None
             )
-        groups = [{"params": list(self.nerf.parameters()), "lr": cfg.learning_rate, "name": "nerf"}]
+        groups = [] if cfg.freeze_nerf else [{"params": list(self.nerf.parameters()), "lr": cfg.learning_rate, "name": "nerf"}]
         if self.cdm is not None:
             groups.append({"params": list(self.cdm.parameters()), "lr": cfg.cdm.learning_rate, "name": "cdm"})
         self.optimizer = torch.optim.Adam(groups)
@@ -412,8 +434,10 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard"))
-        if cfg.resume:
-            self.maybe_resume()
+        self.init_steps = 0  # steps the --init-from bundle had been trained for
+        resumed = cfg.resume and self.maybe_resume()
+        if cfg.init_from is not None and not resumed:
+            self.init_from_bundle(Path(cfg.init_from))
         self._start_jsonl()
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -428,6 +452,7 @@ class Trainer:
             "bad_steps": self.bad_steps,
             "skipped_steps": self.skipped_steps,
             "config": config_to_json(self.cfg),
+            "init_steps": self.init_steps,
         }
 
     def save(self) -> None:
@@ -437,10 +462,35 @@ class Trainer:
         ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
         self.export_bundle()
 
-    def maybe_resume(self) -> None:
+    def init_from_bundle(self, path: Path) -> None:
+        """Copy a bundle's NeRF and CDM (EMA too, when it has one) into this run's models."""
+        from nerfdiff_ns.bundle import BundleError, load_bundle
+
+        bundle = load_bundle(path)
+        saved = {"nerf": dataclasses.asdict(bundle.config.nerf), "cdm": bundle.config.extra.get("pretrain_config", {}).get("cdm", {})}
+        diffs = architecture_differences(json.dumps(saved, default=str), self.cfg)
+        if not bundle.config.has_cdm:
+            diffs = [d for d in diffs if not d.startswith("cdm.")]
+        if diffs:
+            raise BundleError(
+                f"--init-from {path} has a different architecture ({'; '.join(diffs)}). Use the preset and flags the "
+                "bundle was trained with (its training_config.json), or drop --init-from to start from scratch."
+            )
+        self.nerf.load_state_dict(bundle.load_nerf("cpu").state_dict())
+        if self.cdm is not None:
+            if not bundle.config.has_cdm:
+                raise BundleError(f"--init-from {path} has no CDM; pass a bundle trained with the CDM enabled.")
+            self.cdm.load_state_dict(bundle.load_cdm("cpu", ema=False).state_dict())
+            self.ema.load_state_dict(bundle.load_cdm("cpu", ema=True).state_dict())
+        self.init_steps = int(bundle.config.extra.get("trained_steps", 0)) + int(bundle.config.extra.get("init_steps", 0))
+        if self.dist.is_main:
+            print(f"[nerfdiff] initialised from bundle {path} ({self.init_steps} steps trained before)")
+
+    def maybe_resume(self) -> bool:
+        """Load the latest checkpoint of output_dir; False when there is none."""
         path = ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
-            return
+            return False
         state = ckpt.load_checkpoint(path)
         diffs = architecture_differences(state["config"], self.cfg) if "config" in state else []
         if diffs:
@@ -463,8 +513,10 @@ class Trainer:
         self.step = int(state["step"])
         self.bad_steps = int(state.get("bad_steps", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.init_steps = int(state.get("init_steps", 0))
         if self.dist.is_main:
             print(f"[nerfdiff] resumed from {path} at step {self.step}")
+        return True
 
     def export_bundle(self, path: Path | None = None) -> Path:
         from nerfdiff_ns.cdm.schedule import make_sampling_scheduler
@@ -473,7 +525,8 @@ class Trainer:
         bundle_cfg = BundleConfig(
             nerf=dataclasses.replace(cfg.nerf, mlp_implementation="torch" if self.nerf.implementation == "torch" else "auto"),
             cameras=self.cameras,
-            extra={"trained_steps": self.step, "dataset": str(cfg.data), "pretrain_config": json.loads(config_to_json(cfg))},
+            extra={"trained_steps": self.step, "init_steps": self.init_steps, "init_from": str(cfg.init_from) if cfg.init_from else None,
+                   "dataset": str(cfg.data), "pretrain_config": json.loads(config_to_json(cfg))},
         )
         sampling = None
         if self.cdm is not None:
@@ -562,6 +615,8 @@ class Trainer:
         self.step += 1
         stats = {k: float(all_reduce_mean(v.detach().float(), self.dist)) for k, v in losses.items()}
         stats["total_loss"] = sum(stats.values())
+        if "nerf_mse" in out:
+            stats["nerf_mse"] = float(all_reduce_mean(out["nerf_mse"].detach().float(), self.dist))
         stats["grad_norm"] = float(grad_norm)
         with torch.no_grad():
             target = resize_hwc(batch["target_image"], cfg.render_resolution).permute(0, 2, 3, 1)

@@ -308,3 +308,57 @@ def test_resume_from_corrupt_checkpoint(tiny_data, trained_run):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match=r"(?s)step-000000004\.pt could not be read.*delete it"):
         Trainer(make_cfg(tiny_data, trained_run))
+
+
+# ---------------------------------------------------------------------------------------------
+# second stage: warm start from a bundle, CDM only
+
+
+def test_init_from_bundle_copies_weights_then_resume_wins(tiny_bundle, tmp_path):
+    from nerfdiff_ns.bundle import load_bundle
+
+    data, bundle_path = tiny_bundle
+    bundle = load_bundle(bundle_path)
+    trainer = Trainer(make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--steps", "2", "--steps-per-checkpoint", "2"))
+    assert trainer.step == 0 and trainer.init_steps == 2
+    assert state_equal(trainer.nerf.state_dict(), bundle.load_nerf().state_dict())
+    assert state_equal(trainer.cdm.state_dict(), bundle.load_cdm(ema=False).state_dict())
+    assert state_equal(trainer.ema.state_dict(), bundle.load_cdm(ema=True).state_dict())
+    trainer.run()
+    exported = load_bundle(tmp_path / "bundle").config.extra
+    assert exported["trained_steps"] == 2 and exported["init_steps"] == 2 and exported["init_from"] == str(bundle_path)
+    # with a checkpoint in output_dir the run resumes from it and ignores --init-from
+    again = Trainer(make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--steps", "4"))
+    assert again.step == 2 and again.init_steps == 2
+    assert state_equal(again.cdm.state_dict(), trainer.cdm.state_dict())
+
+
+def test_init_from_bundle_with_another_architecture(tiny_bundle, tmp_path):
+    from nerfdiff_ns.bundle import BundleError
+
+    data, bundle_path = tiny_bundle
+    with pytest.raises(BundleError, match=r"(?s)different architecture.*nerf\.triplane_channels.*training_config\.json"):
+        Trainer(make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--nerf.triplane-channels", "4"))
+
+
+def test_freeze_nerf_trains_only_the_cdm(tiny_bundle, tmp_path):
+    data, bundle_path = tiny_bundle
+    cfg = make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--freeze-nerf", "--steps", "6",
+                   "--cdm.learning-rate", "2e-3")
+    trainer = Trainer(cfg)
+    nerf_before = copy.deepcopy(trainer.nerf.state_dict())
+    cdm_before = copy.deepcopy(trainer.cdm.state_dict())
+    history = [trainer.train_step() for _ in range(6)]
+    assert all(h is not None for h in history)
+    assert state_equal(trainer.nerf.state_dict(), nerf_before), "a frozen NeRF must not change"
+    assert not state_equal(trainer.cdm.state_dict(), cdm_before), "the CDM must train"
+    assert all(p.grad is None for p in trainer.nerf.parameters())
+    # the NeRF's error is reported but not optimised: only the diffusion loss makes the total
+    for h in history:
+        assert "nerf_loss" not in h and "source_loss" not in h and h["nerf_mse"] > 0
+        assert h["total_loss"] == pytest.approx(h["diffusion_loss"])
+
+
+def test_freeze_nerf_needs_the_cdm(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="--cdm.enabled"):
+        Trainer(make_cfg(tiny_data, tmp_path, "--freeze-nerf", "--cdm.no-enabled"))
