@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The benchmark of issue 6: does NGD beat the feed-forward NeRF it starts from?
+# Validation objects 900-909 of the generated set (input view fixed by protocol.json, 8 evenly spaced
+# target views each, 32 px), the shipped tiny bundle, every method, two shards (one per core), merged.
+#
+#   bash benchmarks/ngd_claim.sh                 # ~45 min on 2 cores; writes runs/ngd-claim/summary.md
+#   NUM_OBJECTS=3 bash benchmarks/ngd_claim.sh   # a quicker look
+#   METHODS="feed-forward ngd" bash benchmarks/ngd_claim.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d data/synth32/val ] || nerfdiff-generate-data --output-dir data/synth32 --resolution 32
+OUT=${OUT:-runs/ngd-claim}
+BUNDLE=${BUNDLE:-nerfdiff_ns/assets/bundle-tiny}
+METHODS=${METHODS:-feed-forward ngd input-only cdm-only sample-then-fit sds}
+SHARDS=${SHARDS:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+mkdir -p "$OUT"
+pids=()
+for ((i = 0; i < SHARDS; i++)); do
+  # shellcheck disable=SC2086
+  nerfdiff-eval --data data/synth32/val --bundle "$BUNDLE" --output-dir "$OUT/shard$i" --methods $METHODS \
+    --num-objects "${NUM_OBJECTS:-10}" --max-eval-views 8 --shard "$i/$SHARDS" --no-progress ${EXTRA_ARGS:-} \
+    > "$OUT/shard$i.log" 2>&1 &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+nerfdiff-eval merge "$OUT"/shard*/ --output-dir "$OUT"
+cat "$OUT/summary.md"
