@@ -3,7 +3,7 @@
 # Validation objects 900-909 of the generated set (input view fixed by protocol.json, 8 evenly spaced
 # target views each, 32 px), the shipped tiny bundle, every method, two shards (one per core), merged.
 #
-#   bash benchmarks/ngd_claim.sh                 # ~45 min on 2 cores; writes runs/ngd-claim/summary.md
+#   bash benchmarks/ngd_claim.sh                 # ~25 min on 2 cores; writes runs/ngd-claim/summary.md
 #   NUM_OBJECTS=3 bash benchmarks/ngd_claim.sh   # a quicker look
 #   METHODS="feed-forward ngd" bash benchmarks/ngd_claim.sh
 set -euo pipefail
