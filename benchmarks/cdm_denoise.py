@@ -28,12 +28,6 @@ import torch
 from _common import machine_facts, print_table, resolve_device, write_json  # noqa: E402
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR of [B, 3, H, W] images in [0, 1]."""
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp(min=1e-10)
-    return -10 * torch.log10(mse)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=Path("nerfdiff_ns/assets/bundle-tiny"), help="pretrained bundle folder")
@@ -51,13 +45,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from nerfdiff_ns.bundle import load_bundle
-    from nerfdiff_ns.cdm.schedule import alpha_sigma, x0_from_prediction
-    from nerfdiff_ns.cdm.unet import from_diffusion_range, relative_camera, to_diffusion_range
-    from nerfdiff_ns.data.srn import list_srn_objects
-    from nerfdiff_ns.data.multiview import load_object_folder
     from nerfdiff_ns.cdm.guidance import NGDTrajectories
-    from nerfdiff_ns.cdm.schedule import ngd_timesteps
-    from nerfdiff_ns.metrics import sharpness_ratio, ssim
+    from nerfdiff_ns.cdm.schedule import alpha_sigma, ngd_timesteps, x0_from_prediction
+    from nerfdiff_ns.cdm.unet import from_diffusion_range, relative_camera, to_diffusion_range
+    from nerfdiff_ns.data.multiview import load_object_folder
+    from nerfdiff_ns.data.srn import list_srn_objects
+    from nerfdiff_ns.metrics import psnr, sharpness_ratio, ssim
     from nerfdiff_ns.nerf.image_nerf import SourceView
 
     torch.manual_seed(args.seed)
@@ -73,15 +66,16 @@ def main() -> None:
     timesteps = ngd_timesteps(args.steps, args.t_max, args.t_min, scheduler.config.num_train_timesteps)
     scores: dict[str, list[torch.Tensor]] = {}
 
+    def hwc(images: torch.Tensor) -> torch.Tensor:
+        """[V, 3, H, W] (the CDM's layout) -> [V, H, W, 3] (what nerfdiff_ns.metrics takes)."""
+        return images.permute(0, 2, 3, 1)
+
     def score(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         """[V, 3] per view: PSNR, SSIM, sharpness ratio."""
-        p, g = pred.permute(0, 2, 3, 1), gt.permute(0, 2, 3, 1)
-        return torch.stack([psnr(pred, gt), ssim(p, g), sharpness_ratio(p, g)], -1)
+        p, g = hwc(pred), hwc(gt)
+        return torch.stack([psnr(p, g), ssim(p, g), sharpness_ratio(p, g)], -1)
 
-    sums: dict[str, list[torch.Tensor]] = {"render": []}
-    for key in ("sdedit", "oracle"):
-        for t in args.timesteps:
-            sums[f"{key}@{t}"] = []
+    sums: dict[str, list[torch.Tensor]] = {f"{key}@{t}": [] for key in ("sdedit", "oracle") for t in args.timesteps}
     with torch.no_grad():
         for folder in folders:
             obj = load_object_folder(folder)
@@ -93,7 +87,6 @@ def main() -> None:
             renders = torch.cat([nerf.render_image(tri, source, c2w[i : i + 1], k, h, w)["rgb"] for i in targets]).clamp(0, 1)
             gt = imgs[targets].permute(0, 3, 1, 2)
             r = renders.permute(0, 3, 1, 2)
-            sums["render"].append(psnr(r, gt))
             scores.setdefault("render", []).append(score(r, gt))
             cond, src = to_diffusion_range(r), to_diffusion_range(imgs[input_view].permute(2, 0, 1))[None].expand(len(targets), -1, -1, -1)
             rel = relative_camera(c2w[input_view][None].expand(len(targets), 4, 4), c2w[targets]) if cdm.config.camera_embedding_dim else None
@@ -105,20 +98,20 @@ def main() -> None:
                     z = alpha * start + sigma * noise
                     pred = cdm.predict_with_cfg(z, ts, cond, src, rel, 1.0)
                     x0 = from_diffusion_range(x0_from_prediction(scheduler, z, pred, t, cdm.config.prediction_type).clamp(-1, 1))
-                    sums[f"{key}@{t}"].append(psnr(x0, gt))
+                    sums[f"{key}@{t}"].append(psnr(hwc(x0), hwc(gt)))
             for gamma in args.trajectory:
                 traj = NGDTrajectories(scheduler).init(cond, gen)
                 for t in timesteps.tolist():
                     traj.step(cdm, t, cond, src, rel, gamma=gamma)
                 scores.setdefault(f"trajectory gamma={gamma:g}", []).append(score(traj.targets_01(), gt))
-    means = {key: float(torch.cat(v).mean()) for key, v in sums.items()}
+    table = {key: torch.cat(v).mean(0).cpu().tolist() for key, v in scores.items()}
+    means = {"render": table["render"][0], **{key: float(torch.cat(v).mean()) for key, v in sums.items()}}
     facts = machine_facts(device)
     rows = [["render (NeRF)", "-", f"{means['render']:.2f}", "-"]]
     for t in args.timesteps:
         rows.append([f"t={t}", f"{float(alpha_sigma(scheduler, t)[1]):.3f}", f"{means[f'sdedit@{t}']:.2f}", f"{means[f'oracle@{t}']:.2f}"])
     print(f"bundle {args.bundle} ({'raw' if args.raw else 'EMA'} CDM), {len(folders)} objects of {args.data}, input view {input_view}")
     print_table("CDM one-step estimate vs the NeRF render", ["probe", "sigma_t", "PSNR x0^ from noised render", "PSNR x0^ from noised GT"], rows)
-    table = {key: torch.cat(v).mean(0).cpu().tolist() for key, v in scores.items()}
     if args.trajectory:
         print_table(f"fixed-render NGD trajectories (K={len(timesteps)}, t {args.t_max}->{args.t_min}) vs the render",
                     ["targets", "PSNR", "SSIM", "sharpness"], [[k, f"{v[0]:.2f}", f"{v[1]:.4f}", f"{v[2]:.3f}"] for k, v in table.items()])
