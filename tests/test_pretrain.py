@@ -266,7 +266,8 @@ def test_cli_help():
     proc = subprocess.run([*cmd, "--help"], env={**subprocess_env(), "COLUMNS": "200"}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    for flag in ("--preset", "--cdm.backprop-into-nerf", "--log-jsonl", "--max-bad-steps", "--no-resume"):
+    for flag in ("--preset", "--cdm.backprop-into-nerf", "--log-jsonl", "--max-bad-steps", "--no-resume", "--init-from",
+                 "--freeze-nerf"):
         assert flag in proc.stdout, flag
 
 
@@ -339,6 +340,17 @@ def test_init_from_bundle_with_another_architecture(tiny_bundle, tmp_path):
     data, bundle_path = tiny_bundle
     with pytest.raises(BundleError, match=r"(?s)different architecture.*nerf\.triplane_channels.*training_config\.json"):
         Trainer(make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--nerf.triplane-channels", "4"))
+
+
+def test_init_from_a_bundle_without_cdm(tiny_data, tmp_path):
+    from nerfdiff_ns.bundle import BundleError
+
+    Trainer(make_cfg(tiny_data, tmp_path / "nerf-only", "--cdm.no-enabled", "--steps", "1")).run()
+    with pytest.raises(BundleError, match=r"has no CDM.*CDM enabled"):
+        Trainer(make_cfg(tiny_data, tmp_path / "joint", "--init-from", str(tmp_path / "nerf-only" / "bundle")))
+    # a NeRF-only run may start from it
+    again = Trainer(make_cfg(tiny_data, tmp_path / "again", "--cdm.no-enabled", "--init-from", str(tmp_path / "nerf-only" / "bundle")))
+    assert again.init_steps == 1
 
 
 def test_freeze_nerf_trains_only_the_cdm(tiny_bundle, tmp_path):
