@@ -13,6 +13,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from nerfdiff_ns import compat
 from nerfdiff_ns.data.dataparsers import SingleImageDataParserConfig
 from nerfdiff_ns.datamanager import NerfDiffDataManagerConfig
+from nerfdiff_ns.live_viewer import LiveViewerConfig
 from nerfdiff_ns.model import NerfDiffModelConfig
 from nerfdiff_ns.ngd import NGDConfig
 from nerfdiff_ns.pipeline import NerfDiffPipelineConfig
@@ -28,7 +29,9 @@ def _device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _trainer(method_name: str, ngd: NGDConfig, rays: int, lr_triplane: float, lr_field: float) -> NerfDiffTrainerConfig:
+def _trainer(
+    method_name: str, ngd: NGDConfig, rays: int, lr_triplane: float, lr_field: float, live_viewer: LiveViewerConfig
+) -> NerfDiffTrainerConfig:
     trainer = NerfDiffTrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=0,
@@ -41,6 +44,7 @@ def _trainer(method_name: str, ngd: NGDConfig, rays: int, lr_triplane: float, lr
             datamanager=NerfDiffDataManagerConfig(dataparser=SingleImageDataParserConfig(), train_num_rays_per_batch=rays),
             model=NerfDiffModelConfig(),
             ngd=ngd,
+            live_viewer=live_viewer,
         ),
         optimizers={
             "triplane": {"optimizer": AdamOptimizerConfig(lr=lr_triplane, eps=1e-15), "scheduler": None},
@@ -58,6 +62,7 @@ nerfdiff_method = MethodSpecification(
         "nerfdiff",
         NGDConfig(num_virtual_views=16, diffusion_steps=50, nerf_iters_per_step=20, final_iters=500),
         rays=4096, lr_triplane=2e-3, lr_field=2e-4,
+        live_viewer=LiveViewerConfig(refresh_seconds=1.0, max_resolution=256),
     ),
     description="NerfDiff: one image -> NeRF, finetuned by NeRF-guided distillation from a 3D-aware diffusion model.",
 )
@@ -69,6 +74,8 @@ nerfdiff_tiny_method = MethodSpecification(
         # to the NeRF; README "The benchmark"); a small CDM needs a firmer pull toward the 3D-consistent render.
         NGDConfig(num_virtual_views=8, diffusion_steps=25, nerf_iters_per_step=10, final_iters=200, guidance_gamma=8.0),
         rays=1024, lr_triplane=2e-3, lr_field=2e-4,
+        # the NeRF is 32 px: a 128 px viewport (1/16 of nerfstudio's 512 px rays) keeps CPU refreshes to about a second
+        live_viewer=LiveViewerConfig(refresh_seconds=2.0, max_resolution=128),
     ),
     description="NerfDiff CPU preset (32 px, 8 virtual views, 25 diffusion steps) matched to the shipped tiny bundle.",
 )

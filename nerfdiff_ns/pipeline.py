@@ -17,6 +17,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 
 from nerfdiff_ns.data.cameras import virtual_cameras
 from nerfdiff_ns.datamanager import NerfDiffDataManagerConfig
+from nerfdiff_ns.live_viewer import LiveViewer, LiveViewerConfig, input_fov_radians, make_ngd_controls
 from nerfdiff_ns.model import NerfDiffModelConfig
 from nerfdiff_ns.ngd import NGDConfig, VirtualViewDiffusion
 
@@ -32,6 +33,8 @@ class NerfDiffPipelineConfig(VanillaPipelineConfig):
     """NeRF-guided distillation schedule and knobs."""
     cdm_device: Optional[str] = None
     """Device of the diffusion model (default: the pipeline's device)."""
+    live_viewer: LiveViewerConfig = field(default_factory=LiveViewerConfig)
+    """Viewer cadence while NGD trains: refresh period, resolution cap, start at the input camera."""
 
 
 class NerfDiffPipeline(VanillaPipeline):
@@ -57,21 +60,12 @@ class NerfDiffPipeline(VanillaPipeline):
 
     # ---- viewer ---------------------------------------------------------------------------
     def _make_viewer_controls(self) -> None:
-        try:
-            from nerfstudio.viewer.viewer_elements import ViewerNumber, ViewerText
-        except Exception:  # viewer extras missing: training still works
-            return
-        ngd = self.config.ngd
-
-        def set_gamma(handle) -> None:
-            ngd.guidance_gamma = float(handle.value)
-
-        def set_cfg(handle) -> None:
-            ngd.cfg_scale = float(handle.value)
-
-        self.viewer_gamma = ViewerNumber("NGD guidance gamma", ngd.guidance_gamma, cb_hook=set_gamma)
-        self.viewer_cfg = ViewerNumber("CDM CFG scale", ngd.cfg_scale, cb_hook=set_cfg)
-        self.viewer_progress = ViewerText("NGD progress", "not started", disabled=True)
+        """NGD controls in the viewer panel (public attributes: nerfstudio finds them on the pipeline)."""
+        controls = make_ngd_controls(self.config.ngd)
+        if controls:
+            self.viewer_gamma = controls["gamma"]
+            self.viewer_cfg = controls["cfg"]
+            self.viewer_progress = controls["progress"]
 
     # ---- NGD ------------------------------------------------------------------------------
     @property
@@ -196,6 +190,10 @@ class NerfDiffPipeline(VanillaPipeline):
         trainer = training_callback_attributes.trainer
         viewer = getattr(trainer, "viewer_state", None) if trainer is not None else None
         if viewer is not None:
+            model = self.model
+            fov = input_fov_radians(model.input_intrinsics[0], model.input_size[0])
+            self.live_viewer = LiveViewer(viewer, getattr(trainer, "train_lock", None), model.input_c2w[0].cpu(), fov,
+                                          self.config.live_viewer).install()
             callbacks.append(
                 TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._show_virtual_views,
                                  update_every_num_iters=max(1, self.config.ngd.nerf_iters_per_step), args=[viewer])

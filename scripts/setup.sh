@@ -12,11 +12,19 @@ if ! ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0"; then
     echo "[setup] libusb-1.0 is missing: install it (e.g. apt-get install libusb-1.0-0) for ns-export"
   fi
 fi
+# Debian's Chromium for the viewer's browser test (tests/test_viewer_browser.py skips, saying why, without it)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "[setup] could not install chromium: the browser test will be skipped"
+  else
+    echo "[setup] chromium is missing (not root or no apt): the browser test will be skipped; install Debian's chromium to run it"
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-if ! python -c "import nerfstudio, diffusers, pybullet, pytest" 2>/dev/null; then
+if ! python -c "import nerfstudio, diffusers, pybullet, pytest, playwright" 2>/dev/null; then
   python -m pip install -q -U pip setuptools wheel
   # torch/torchvision first and explicitly, so the resolver keeps the machine's pinned builds
   python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || python -m pip install -q torch torchvision
