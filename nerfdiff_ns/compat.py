@@ -7,6 +7,11 @@
 * ``ns-render`` writes videos through mediapy, which needs an ``ffmpeg`` executable; when none is on
   PATH we point mediapy at the one the ``imageio-ffmpeg`` wheel ships.
 
+* ``ns-train`` with our methods: a ``DataError`` or ``BundleError`` (bad photo, camera file, mask
+  or bundle) prints one clear paragraph instead of a traceback. A ``sys.excepthook`` that handles
+  those two types only and hands every other exception to the hook it replaced, so no other
+  ns-* behaviour changes.
+
 ``install()`` runs when nerfstudio loads our entry points (every ``ns-*`` command), so it must be
 cheap and must never raise.
 """
@@ -14,6 +19,9 @@ cheap and must never raise.
 from __future__ import annotations
 
 import shutil
+import sys
+from types import TracebackType
+from typing import Callable, Optional, Type
 
 _INSTALLED = False
 
@@ -78,6 +86,30 @@ def use_bundled_ffmpeg() -> None:
         print(f"[nerfdiff] no ffmpeg found ({err}); ns-render can still write image sequences.")
 
 
+def make_excepthook(previous: Callable[..., object]) -> Callable[[Type[BaseException], BaseException, Optional[TracebackType]], None]:
+    """An excepthook that prints our user errors as one paragraph and passes all else to ``previous``."""
+
+    def hook(exc_type: Type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> None:
+        try:
+            from nerfdiff_ns.cli import format_user_error, is_user_error
+
+            if is_user_error(exc):
+                prog = __import__("os").path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "nerfdiff"
+                print(format_user_error(exc, prog), file=sys.stderr)
+                return  # the interpreter still exits with status 1
+        except Exception:  # never hide the real error behind a failure of this hook
+            pass
+        previous(exc_type, exc, tb)
+
+    hook.nerfdiff_user_errors = True  # type: ignore[attr-defined]
+    return hook
+
+
+def install_excepthook() -> None:
+    if not getattr(sys.excepthook, "nerfdiff_user_errors", False):
+        sys.excepthook = make_excepthook(sys.excepthook)
+
+
 def install() -> None:
     """Idempotent; called from ``nerfdiff_ns.config`` at entry-point load."""
     global _INSTALLED
@@ -85,6 +117,7 @@ def install() -> None:
         return
     _INSTALLED = True
     try:
+        install_excepthook()
         allow_nerfstudio_checkpoints()
         use_bundled_ffmpeg()
     except Exception as err:

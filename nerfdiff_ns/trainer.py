@@ -4,15 +4,18 @@
   schedule", so changing ``--pipeline.ngd.*`` changes the run length with it.
 * nerfstudio 1.1.5 writes checkpoints in place; a crash mid-write loses the run. We write to a
   temporary file in the same folder and rename it over the target.
+* A photo prepared by the ``nerfdiff-image`` dataparser (image, mask, camera JSON, preview) is
+  copied into the run's output folder, ``<base_dir>/prepared/``, so the run records what it saw.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Literal, Optional, Type
 
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
@@ -33,6 +36,27 @@ class NerfDiffTrainer(Trainer):
             ngd = getattr(config.pipeline, "ngd", None)
             config.max_num_iterations = max(1, ngd.total_iters if ngd is not None else 1)
         super().__init__(config, local_rank, world_size)
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        super().setup(test_mode)
+        if self.local_rank == 0:
+            self.save_prepared_input()
+
+    def save_prepared_input(self) -> Optional[Path]:
+        """Copy the prepared photo's files into ``<base_dir>/prepared``; None when the input was not prepared."""
+        parser = getattr(getattr(self.pipeline, "datamanager", None), "dataparser", None)
+        files = getattr(parser, "prepared_files", None)
+        if not files:
+            return None
+        from nerfstudio.utils.rich_utils import CONSOLE
+        from rich.markup import escape
+
+        target = self.base_dir / "prepared"
+        target.mkdir(parents=True, exist_ok=True)
+        for path in files.values():
+            shutil.copy2(path, target / Path(path).name)
+        CONSOLE.print(f"[bold]nerfdiff-image:[/] prepared input and preview saved to {escape(str(target))}")
+        return target
 
     def save_checkpoint(self, step: int) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -113,10 +113,11 @@ def test_bad_inputs_fail_early_with_clear_messages(tiny_bundle: tuple[Path, Path
         SingleImageDataParserConfig(data=photo, camera_file=bad_cam, bundle=bundle).setup().get_dataparser_outputs("train")
     with pytest.raises(BundleError, match="does not exist"):
         load_bundle(tmp_path / "no-bundle")
-    # a good photo + camera shortcut: RGBA composited on the bundle's white background
+    # a good photo + camera shortcut: RGBA composited on the bundle's white background (unprepared:
+    # preparation, tested in test_prepare.py, would reframe this uniform half-transparent square)
     good_cam = tmp_path / "good.json"
     good_cam.write_text(json.dumps({"fov_degrees": 40, "distance": 2.5, "elevation_degrees": 15}))
-    out = SingleImageDataParserConfig(data=photo, camera_file=good_cam, bundle=bundle).setup().get_dataparser_outputs("train")
+    out = SingleImageDataParserConfig(data=photo, camera_file=good_cam, bundle=bundle, prepare=False).setup().get_dataparser_outputs("train")
     image = out.metadata["nerfdiff_input_image"]
     assert torch.allclose(image[0, 0], torch.tensor([1.0, 127 / 255, 127 / 255]), atol=0.01)
     assert float(out.cameras.camera_to_worlds[0, :3, 3].norm()) == pytest.approx(2.5, abs=1e-5)

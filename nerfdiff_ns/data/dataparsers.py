@@ -1,4 +1,5 @@
-"""nerfstudio dataparsers: one photo (``nerfdiff-image``) or one SRN object with an input-view index
+"""nerfstudio dataparsers: one photo (``nerfdiff-image``, prepared to the bundle's framing by
+:mod:`nerfdiff_ns.data.prepare` unless ``--prepare False``) or one SRN object with an input-view index
 (``nerfdiff-srn-object``, the SRN evaluation protocol: every other view is an evaluation view).
 
 The world frame is object-centred (object in the sphere of ``object_radius`` around the origin,
@@ -8,11 +9,13 @@ model its conditioning through ``metadata``: the input image, its pose and intri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import TYPE_CHECKING, Optional, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
@@ -21,12 +24,17 @@ from nerfstudio.data.scene_box import SceneBox
 
 from nerfdiff_ns.data.cameras import orbit_pose
 from nerfdiff_ns.data.errors import DataError
-from nerfdiff_ns.data.images import load_rgb
+from nerfdiff_ns.data.images import image_size, load_rgb
+from nerfdiff_ns.data.segment import Segmentation
+
+if TYPE_CHECKING:
+    from nerfdiff_ns.data.prepare import PreparedPhoto
 
 CAMERA_FILE_HELP = (
     'write a JSON object such as {"fov_degrees": 45, "distance": 2.7, "elevation_degrees": 20} or '
     '{"fx": .., "fy": .., "cx": .., "cy": .., "camera_to_world": [[4x4, OpenGL axes, object at the origin]]}'
 )
+CAMERA_KEYS = {"fx", "fy", "cx", "cy", "camera_to_world", "fov_degrees", "distance", "elevation_degrees", "azimuth_degrees"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -70,58 +78,152 @@ def _bundle_cameras(bundle: Optional[Path]):
     return loaded.config.cameras, loaded.config.nerf.background, loaded.config.nerf.object_radius
 
 
+def _framing(bundle: Optional[Path], fill: Optional[float]):
+    """The training framing photo preparation matches (the bundle's; library defaults without one)."""
+    from nerfdiff_ns.data.prepare import Framing
+
+    if bundle is not None:
+        return Framing.from_bundle(bundle, fill=fill)
+    cams, background, radius = _bundle_cameras(None)
+    return Framing(resolution=cams.image_size, background=background, distance=cams.distance, fov_degrees=cams.fov_degrees,
+                   object_radius=radius, elevation_range_degrees=tuple(cams.elevation_range_degrees), fill=fill)
+
+
+def read_camera_file(path: Optional[Path]) -> dict:
+    """The camera JSON's keys (empty without a file); a clear DataError for anything malformed."""
+    if path is None:
+        return {}
+    try:
+        spec = json.loads(Path(path).read_text())
+        if not isinstance(spec, dict):
+            raise ValueError("top level must be an object")
+    except FileNotFoundError as err:
+        raise DataError(path, "camera file not found", "pass an existing JSON file with --camera-file") from err
+    except IsADirectoryError as err:
+        raise DataError(path, "camera file is a folder", "pass a JSON file with --camera-file") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(path, f"not valid camera JSON ({err})", CAMERA_FILE_HELP) from err
+    unknown = set(spec) - CAMERA_KEYS
+    if unknown:
+        raise DataError(path, f"unknown keys {sorted(unknown)} in the camera file", CAMERA_FILE_HELP)
+    return spec
+
+
+def default_cache_dir() -> Path:
+    """Where prepared photos go: $NERFDIFF_CACHE, else ~/.cache/nerfdiff (the temp folder if that is read-only)."""
+    import tempfile
+
+    root = os.environ.get("NERFDIFF_CACHE")
+    candidates = [Path(root)] if root else []
+    candidates += [Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nerfdiff",
+                   Path(tempfile.gettempdir()) / "nerfdiff-cache"]
+    for candidate in candidates:
+        try:
+            (candidate / "prepared").mkdir(parents=True, exist_ok=True)
+            if os.access(candidate / "prepared", os.W_OK):
+                return candidate / "prepared"
+        except OSError:
+            continue
+    return Path(tempfile.mkdtemp(prefix="nerfdiff-prepared-"))
+
+
 @dataclass
 class SingleImageDataParserConfig(DataParserConfig):
-    """One photo of an object (PNG/JPG, RGBA allowed) and, optionally, a camera JSON."""
+    """One photo of an object (PNG/JPG, RGBA allowed), prepared to the bundle's framing, and optionally a camera JSON."""
 
     _target: Type = field(default_factory=lambda: SingleImageDataParser)
     data: Path = Path("photo.png")
     """The input image."""
     camera_file: Optional[Path] = None
-    """JSON with the input camera: {"fx","fy","cx","cy","camera_to_world" (4x4, OpenGL, object at origin)} or
-    shortcuts {"fov_degrees","distance","elevation_degrees"}; missing values come from the bundle."""
+    """JSON with the input camera: {"fx","fy","cx","cy","camera_to_world" (4x4, OpenGL, object at origin)} or shortcuts {"fov_degrees","distance","elevation_degrees","azimuth_degrees"}; missing values come from the bundle. With --prepare, fx/fy/cx/cy are the original photo's and follow its crop and scale."""
     mask: Optional[Path] = None
-    """Optional foreground mask (white = object); the image is composited on the background with it."""
+    """Foreground mask (white = object) of the photo's size; used when the photo has no alpha channel."""
     bundle: Optional[Path] = None
     """Bundle whose camera distribution and background are the defaults (set from the model's bundle)."""
+    prepare: bool = True
+    """Prepare the photo as nerfdiff-prepare does: find the object, crop, recentre and scale it to the bundle's framing, pad to square on its background, resize to its resolution (a preview goes to the run's output folder). False: use the photo as it is."""
+    segmentation: Segmentation = "auto"
+    """Foreground without alpha or --mask: auto (border colour, else GrabCut), grabcut, border-colour, rembg (if installed)."""
+    elevation_degrees: Optional[float] = None
+    """Camera elevation of the photo (default: the camera file's, else the middle of the bundle's training range)."""
+    fill: Optional[float] = None
+    """With --prepare: the object's longest side as a share of the frame (default: the training data's typical framing)."""
+    cache_dir: Optional[Path] = None
+    """With --prepare: folder for the prepared image (default: $NERFDIFF_CACHE or ~/.cache/nerfdiff/prepared)."""
 
 
 class SingleImageDataParser(DataParser):
     config: SingleImageDataParserConfig
+    prepared: Optional["PreparedPhoto"] = None
+    """The preparation (image, mask, crop, warnings) once the outputs were generated with --prepare."""
+    prepared_files: Optional[dict] = None
+    """Paths of the written prepared image, mask, camera JSON and preview."""
 
-    def input_view(self) -> InputView:
-        cfg = self.config
-        path = Path(cfg.data)
+    def _check_image(self) -> Path:
+        path = Path(self.config.data)
         if path.is_dir():
             raise DataError(path, "is a folder, not an image", "pass one PNG/JPG with --data, or use the nerfdiff-srn-object dataparser")
         if not path.is_file():
             raise DataError(path, "input image not found", "pass an existing PNG/JPG with --data")
-        cams, _, _ = _bundle_cameras(cfg.bundle)
-        from PIL import Image
+        return path
 
+    def _prepare(self, path: Path, spec: dict) -> "PreparedPhoto":
+        """Run the preparation once and write its files into the cache (the datamanager reads the image from disk)."""
+        from nerfdiff_ns.data.prepare import prepare_photo, write_prepared
+
+        if self.prepared is not None:
+            return self.prepared
+        cfg = self.config
+        framing = _framing(cfg.bundle, cfg.fill)
+        elevation = cfg.elevation_degrees if cfg.elevation_degrees is not None else spec.get("elevation_degrees")
         try:
-            with Image.open(path) as im:
-                width, height = im.size
-        except Exception as err:
-            raise DataError(path, f"input image cannot be read ({err})", "re-save it as PNG or JPG") from err
-        spec = {}
-        if cfg.camera_file is not None:
-            try:
-                spec = json.loads(Path(cfg.camera_file).read_text())
-                if not isinstance(spec, dict):
-                    raise ValueError("top level must be an object")
-            except FileNotFoundError as err:
-                raise DataError(cfg.camera_file, "camera file not found", "pass an existing JSON file with --camera-file") from err
-            except (ValueError, UnicodeDecodeError) as err:
-                raise DataError(cfg.camera_file, f"not valid camera JSON ({err})", CAMERA_FILE_HELP) from err
-            unknown = set(spec) - {"fx", "fy", "cx", "cy", "camera_to_world", "fov_degrees", "distance", "elevation_degrees", "azimuth_degrees"}
-            if unknown:
-                raise DataError(cfg.camera_file, f"unknown keys {sorted(unknown)} in the camera file", CAMERA_FILE_HELP)
+            elevation = None if elevation is None else float(elevation)
+        except (TypeError, ValueError) as err:
+            raise DataError(cfg.camera_file, f"invalid camera ({err})", CAMERA_FILE_HELP) from err
+        prepared = prepare_photo(path, framing, cfg.mask, cfg.segmentation, elevation)
+        for key in ("fov_degrees", "distance", "azimuth_degrees"):  # the written camera JSON is the one used
+            if key in spec and not spec.keys() & {"fx", "fy", "camera_to_world"}:
+                prepared.camera[key] = spec[key]
+        digest = hashlib.sha256()
+        for part in (path, cfg.mask):
+            if part is not None:
+                digest.update(Path(part).read_bytes())
+        digest.update(repr((framing, cfg.segmentation)).encode())
+        folder = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
+        files = write_prepared(prepared, folder / f"{path.stem}-{digest.hexdigest()[:12]}", stem=path.stem)
+        self.prepared, self.prepared_files = prepared, files
+        from nerfstudio.utils.rich_utils import CONSOLE
+        from rich.markup import escape
+
+        CONSOLE.print(f"[bold]nerfdiff-image:[/] {escape(prepared.summary())}")
+        for warning in prepared.warnings:
+            CONSOLE.print(f"[bold yellow]warning:[/] {escape(warning)}")
+        CONSOLE.print(f"[bold]nerfdiff-image:[/] preview {escape(str(files['preview.png']))}")
+        return prepared
+
+    def input_view(self) -> InputView:
+        cfg = self.config
+        path = self._check_image()
+        cams, _, _ = _bundle_cameras(cfg.bundle)
+        spec = read_camera_file(cfg.camera_file)
+        prepared = self._prepare(path, spec) if cfg.prepare else None
+        if prepared is not None:
+            height = width = prepared.framing.resolution
+            image_path = self.prepared_files["image.png"]
+        else:
+            height, width = image_size(path)
+            image_path = path
         try:
             fov = float(spec.get("fov_degrees", cams.fov_degrees))
-            fy = float(spec.get("fy", (height / 2) / math.tan(math.radians(fov) / 2)))
-            fx = float(spec.get("fx", fy))
-            cx, cy = float(spec.get("cx", width / 2)), float(spec.get("cy", height / 2))
+            if prepared is not None and spec.keys() & {"fx", "fy", "cx", "cy"}:
+                oh, ow = prepared.source_rgb.shape[:2]  # intrinsics of the original photo, then through the crop
+                fy = float(spec.get("fy", (oh / 2) / math.tan(math.radians(fov) / 2)))
+                fx, fy, cx, cy = prepared.transform_intrinsics(
+                    float(spec.get("fx", fy)), fy, float(spec.get("cx", ow / 2)), float(spec.get("cy", oh / 2)))
+            else:
+                fy = float(spec.get("fy", (height / 2) / math.tan(math.radians(fov) / 2)))
+                fx = float(spec.get("fx", fy))
+                cx, cy = float(spec.get("cx", width / 2)), float(spec.get("cy", height / 2))
             if "camera_to_world" in spec:
                 c2w = torch.tensor(spec["camera_to_world"], dtype=torch.float32)
                 if c2w.shape == (3, 4):
@@ -129,20 +231,22 @@ class SingleImageDataParser(DataParser):
                 if c2w.shape != (4, 4) or not torch.isfinite(c2w).all():
                     raise ValueError("camera_to_world must be a finite 4x4 (or 3x4) matrix")
             else:
-                elevation = float(spec.get("elevation_degrees", sum(cams.elevation_range_degrees) / 2))
-                c2w = orbit_pose(float(spec.get("distance", cams.distance)), float(spec.get("azimuth_degrees", 0.0)), elevation)
+                elevation = cfg.elevation_degrees
+                if elevation is None:
+                    elevation = float(spec.get("elevation_degrees", sum(cams.elevation_range_degrees) / 2))
+                c2w = orbit_pose(float(spec.get("distance", cams.distance)), float(spec.get("azimuth_degrees", 0.0)), float(elevation))
             if min(fx, fy) <= 0:
                 raise ValueError("focal lengths must be positive")
         except (TypeError, ValueError) as err:
             raise DataError(cfg.camera_file, f"invalid camera ({err})", CAMERA_FILE_HELP) from err
-        return InputView(path, c2w, torch.tensor([fx, fy, cx, cy]), height, width)
+        return InputView(image_path, c2w, torch.tensor([fx, fy, cx, cy]), height, width)
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         view = self.input_view()
         _, background, radius = _bundle_cameras(self.config.bundle)
         cams = _cameras(view.c2w[None], view.intrinsics[None], view.height, view.width)
         metadata = view.metadata(background)
-        if self.config.mask is not None:
+        if self.config.mask is not None and not self.config.prepare:  # prepared images already carry the mask
             mask = load_rgb(self.config.mask, (0.0, 0.0, 0.0)).mean(-1, keepdim=True)
             if mask.shape[:2] != metadata["nerfdiff_input_image"].shape[:2]:
                 raise DataError(

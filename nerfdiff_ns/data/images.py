@@ -3,7 +3,8 @@
 :func:`load_rgb` turns any image file PIL can read into a ``[H, W, 3]`` float32 tensor in ``[0, 1]``:
 alpha is composited on a background colour (white by default, like SRN renders), grayscale and
 palette images become RGB, and 16-bit images are scaled by 65535 (not truncated to 8 bits).
-:func:`save_rgb` writes the inverse as an 8-bit RGB PNG.
+:func:`save_rgb` writes the inverse as an 8-bit RGB PNG. :func:`load_channels` keeps the channels as
+stored (alpha included) for photo preparation.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nerfdiff_ns.data.errors import DataError
 
-__all__ = ["load_rgb", "save_rgb", "image_size", "Background"]
+__all__ = ["load_rgb", "load_channels", "save_rgb", "image_size", "Background"]
 
 Background = Union[Sequence[float], torch.Tensor, np.ndarray]
 
@@ -59,6 +60,34 @@ def _to_float_channels(im: Image.Image) -> np.ndarray:
     return arr
 
 
+def load_channels(path: Union[str, Path], exif_transpose: bool = False) -> np.ndarray:
+    """Load an image file as float32 ``[H, W, C]`` in ``[0, 1]``, C in {1, 2, 3, 4} (L, LA, RGB, RGBA).
+
+    ``exif_transpose`` applies the EXIF orientation (phone photos are often stored sideways); photo
+    preparation turns it on, dataset readers keep the stored pixels.
+
+    Raises:
+        DataError: the file does not exist, or it is not a readable image; the message names the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "image not found", "check the path, or regenerate/re-download the dataset")
+    if not path.is_file():
+        raise DataError(path, "image path is not a file", "point to an image file, not a folder")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now so truncated or corrupt files fail here, not later
+            if exif_transpose:
+                im = ImageOps.exif_transpose(im)
+            return _to_float_channels(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(
+            path,
+            f"could not read image ({type(exc).__name__}: {exc})",
+            "the file is corrupt, truncated or not an image: replace it with a valid PNG/JPEG",
+        ) from exc
+
+
 def load_rgb(path: Union[str, Path], background: Background = (1.0, 1.0, 1.0)) -> torch.Tensor:
     """Load an image file as ``[H, W, 3]`` float32 RGB in ``[0, 1]``.
 
@@ -71,23 +100,8 @@ def load_rgb(path: Union[str, Path], background: Background = (1.0, 1.0, 1.0)) -
         DataError: the file does not exist, or it is not a readable image (truncated, corrupt,
             not an image); the message names the file.
     """
-    path = Path(path)
     bg = _background_array(background)
-    if not path.exists():
-        raise DataError(path, "image not found", "check the path, or regenerate/re-download the dataset")
-    if not path.is_file():
-        raise DataError(path, "image path is not a file", "point to an image file, not a folder")
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now so truncated or corrupt files fail here, not later
-            arr = _to_float_channels(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            path,
-            f"could not read image ({type(exc).__name__}: {exc})",
-            "the file is corrupt, truncated or not an image: replace it with a valid PNG/JPEG",
-        ) from exc
-
+    arr = load_channels(path)
     channels = arr.shape[-1]
     if channels in (2, 4):
         color, alpha = arr[..., :-1], arr[..., -1:]
