@@ -65,6 +65,12 @@ class TrainBenchConfig:
     """Keep the generated datasets here (<data-dir>/<resolution>px); default: a temporary folder, deleted after."""
     threads: Optional[int] = None
     """torch.set_num_threads in the workers (default: torch's choice)."""
+    freeze_nerf: bool = False
+    """Measure the CDM-only stage (pretraining --freeze-nerf) instead of joint training. The frozen NeRF keeps its
+    random initial weights: throughput does not depend on them."""
+    render_cache: bool = True
+    """With --freeze-nerf: the stage's render cache (built before the timed steps; its build time is reported
+    apart). --no-render-cache renders the conditions live every step."""
     output_json: Optional[Path] = None
     """Write all figures and the machine facts to this JSON file."""
 
@@ -88,7 +94,7 @@ def preset_config(preset: str):
 
 
 def train_worker(preset: str, data: str, output_dir: str, device: str, batch_size: int, warmup_steps: int, steps: int,
-                 threads: Optional[int] = None) -> dict:
+                 threads: Optional[int] = None, freeze_nerf: bool = False, render_cache: bool = True) -> dict:
     """Build the Trainer for one preset and time ``steps`` train steps; run in its own process."""
     import torch
 
@@ -99,8 +105,11 @@ def train_worker(preset: str, data: str, output_dir: str, device: str, batch_siz
     cfg = dataclasses.replace(
         preset_config(preset), data=Path(data), output_dir=Path(output_dir), device=device, batch_size=batch_size,
         steps=warmup_steps + steps, steps_per_eval=0, log_tensorboard=False, resume=False, log_jsonl=False,
+        freeze_nerf=freeze_nerf, render_cache=render_cache,
     )
+    setup_start = time.perf_counter()
     trainer = Trainer(cfg)
+    setup_s = time.perf_counter() - setup_start
     for _ in range(warmup_steps):
         trainer.train_step()
     common.sync(device)
@@ -131,6 +140,8 @@ def train_worker(preset: str, data: str, output_dir: str, device: str, batch_siz
         "nerf_parameters": sum(p.numel() for p in trainer.nerf.parameters()),
         "cdm_parameters": sum(p.numel() for p in trainer.cdm.parameters()) if trainer.cdm is not None else 0,
         "last_loss": stats["total_loss"],
+        "freeze_nerf": freeze_nerf, "render_cache_triples": len(trainer.render_cache) if trainer.render_cache else 0,
+        "trainer_setup_s": setup_s,
     }
     if device.startswith("cuda"):
         result["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -155,6 +166,7 @@ def main(cfg: TrainBenchConfig) -> dict:
             results.append(common.run_worker("train_throughput", "train_worker", {
                 "preset": preset, "data": str(data), "output_dir": str(Path(tmp) / f"run-{preset}"), "device": device,
                 "batch_size": batch, "warmup_steps": cfg.warmup_steps, "steps": cfg.steps, "threads": cfg.threads,
+                "freeze_nerf": cfg.freeze_nerf, "render_cache": cfg.render_cache,
             }))
     print()
     headers = ["preset", "batch", "image px", "render px", "samples/ray", "median s/step", "images/s", "peak RSS MiB",
@@ -166,8 +178,13 @@ def main(cfg: TrainBenchConfig) -> dict:
         headers.append("peak CUDA MiB")
         for row, r in zip(rows, results):
             row.append(r["peak_cuda_allocated_mib"])
+    if cfg.freeze_nerf:
+        headers.append("cache triples / setup s")
+        for row, r in zip(rows, results):
+            row.append(f"{r['render_cache_triples']} / {r['trainer_setup_s']:.1f}")
+    stage = ("CDM only on a frozen NeRF, " + ("render cache" if cfg.render_cache else "live renders")) if cfg.freeze_nerf else "NeRF + CDM"
     common.print_table(
-        f"pretraining throughput on {device} ({cfg.steps} timed steps after {cfg.warmup_steps} warm-up; NeRF + CDM, full train_step)",
+        f"pretraining throughput on {device} ({cfg.steps} timed steps after {cfg.warmup_steps} warm-up; {stage}, full train_step)",
         headers, rows,
     )
     payload = {"benchmark": "train_throughput", "machine": facts, "config": cfg.__dict__, "presets": results}

@@ -134,7 +134,9 @@ class Bundle:
                 "`nerfdiff-pretrain` with the CDM enabled."
             )
         try:
-            model = ConditionalDiffusionModel.from_pretrained(str(folder), local_files_only=True)
+            model = ConditionalDiffusionModel.from_pretrained(
+                str(folder), local_files_only=True, low_cpu_mem_usage=_low_cpu_mem_usage()
+            )
         except Exception as err:  # diffusers raises several types for broken folders
             raise BundleError(
                 f"could not load the diffusion model from {folder} ({err}); the bundle is partial or corrupt: "
@@ -160,6 +162,14 @@ class Bundle:
             num_train_timesteps=cfg["num_train_timesteps"], beta_schedule=cfg["beta_schedule"],
             prediction_type=cfg.get("prediction_type", "epsilon"),
         )
+
+
+def _low_cpu_mem_usage() -> bool:
+    """diffusers' meta-device loading needs `accelerate`; without it diffusers falls back to plain loading
+    anyway but warns on every load (4x per nerfdiff-eval object). Ask for plain loading up front then."""
+    from diffusers.utils import is_accelerate_available
+
+    return bool(is_accelerate_available())
 
 
 def _load_state_checked(module: "nn.Module", state: dict[str, torch.Tensor], where: Path) -> None:

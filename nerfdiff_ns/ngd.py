@@ -47,8 +47,10 @@ class NGDConfig:
     """End of the trajectory, as a fraction of the training timesteps."""
     guidance_gamma: float = 1.0
     """gamma: NeRF guidance strength, w_t = min(1, gamma sigma_t^2 / alpha_t^2)."""
-    guidance_form: Literal["x0", "epsilon"] = "x0"
-    """'x0' (the project's form) or 'epsilon' (the paper's correction of epsilon)."""
+    guidance_form: Literal["x0", "epsilon", "paper"] = "x0"
+    """'x0': I = x0^ + w (R - x0^), w = min(1, gamma sigma^2/alpha^2) (the project's form); 'epsilon': the same
+    pull with w unclamped, written as an eps correction; 'paper': Algorithm 1 verbatim, eps = eps_phi +
+    gamma (sigma/alpha)(I - R) with I the target before the step (unclamped weight; see cdm/guidance.py)."""
     cfg_scale: float = 1.0
     """Classifier-free guidance scale of the CDM (1 = off)."""
     use_ema: bool = True

@@ -10,7 +10,9 @@ The recipe of the shipped tiny bundle (README: "Shipped model"), two stages of t
     nerfdiff-pretrain --preset tiny --data data/synth32 --output-dir runs/tiny --steps 2000 \
         --steps-per-checkpoint 100 --steps-per-eval 200
     python scripts/ship_bundle.py --run runs/tiny --data data/synth32 --dest runs/bundle-stage1
-    # stage 2: the CDM alone on the frozen stage-1 NeRF (3x the images/s of joint training on a CPU)
+    # stage 2: the CDM alone on the frozen stage-1 NeRF (3x the images/s of joint training on a CPU). The shipped
+    # bundle's stage 2 rendered its conditions live: add --no-render-cache to reproduce it exactly (the default
+    # render cache trains on a fixed set of jitter-free renders, another 3x faster).
     nerfdiff-pretrain --preset tiny --data data/synth32 --output-dir runs/tiny-cdm --init-from runs/bundle-stage1 \
         --freeze-nerf --steps 8000 --batch-size 16 --steps-per-eval 0 --steps-per-checkpoint 250
     python scripts/ship_bundle.py --run runs/tiny-cdm --data data/synth32 --dest nerfdiff_ns/assets/bundle-tiny --ema

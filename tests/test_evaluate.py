@@ -62,6 +62,50 @@ def test_metric_suite_reports_every_metric_and_nulls_with_a_reason() -> None:
     assert same["ssim"] == pytest.approx([1.0, 1.0], abs=1e-6) and same["haarpsi"] == pytest.approx([1.0, 1.0], abs=1e-4)
 
 
+def test_paired_difference_to_feed_forward_with_its_95_interval() -> None:
+    """summary["paired"]: per-object differences, mean, Student-t 95 % interval, share of objects ahead."""
+    from scipy import stats
+
+    from nerfdiff_ns.evaluate import summarize, summary_markdown
+
+    ff = {"900": 16.0, "901": 18.0, "902": 15.0, "903": 20.0}
+    gain = {"900": 0.6, "901": -0.1, "902": 0.4, "903": 0.3}
+    records = {
+        i: {"object_id": i, "settings": {}, "methods": {
+            "feed-forward": {"metrics": {"psnr": ff[i], "ssim": 0.5, "sharpness": 0.1}},
+            "ngd": {"metrics": {"psnr": ff[i] + gain[i], "ssim": 0.52 + 0.01 * k, "sharpness": 0.2}},
+        }} for k, i in enumerate(ff)
+    }
+    paired = summarize(records)["paired"]
+    assert paired["baseline"] == "feed-forward" and list(paired["methods"]) == ["ngd"]
+    psnr = paired["methods"]["ngd"]["psnr"]
+    d = [gain[i] for i in ff]
+    mean = sum(d) / 4
+    sd = (sum((x - mean) ** 2 for x in d) / 3) ** 0.5
+    half = stats.t.ppf(0.975, 3) * sd / 2
+    assert psnr["n"] == 4 and psnr["mean"] == pytest.approx(mean)
+    assert psnr["ci95"] == pytest.approx([mean - half, mean + half])
+    assert psnr["ahead"] == pytest.approx(0.75)
+    ssim = paired["methods"]["ngd"]["ssim"]
+    assert ssim["mean"] == pytest.approx(0.035) and ssim["ahead"] == 1.0
+    assert paired["methods"]["ngd"]["sharpness"]["ahead"] is None  # sharpness: closer to 1 is better, no "ahead"
+    md = summary_markdown(summarize(records))
+    assert "Paired difference to feed-forward" in md
+    assert f"| ngd | 4 | {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]" in md and "| 75 % |" in md
+    # NGD against every other method: the same numbers seen from NGD (ngd - feed-forward), NGD ahead on 75 %
+    versus = summarize(records)["ngd_versus"]
+    assert versus["lead"] == "ngd" and list(versus["versus"]) == ["feed-forward"]
+    assert versus["versus"]["feed-forward"]["psnr"]["mean"] == pytest.approx(mean)
+    assert versus["versus"]["feed-forward"]["psnr"]["ahead"] == pytest.approx(0.75)
+    assert "ngd against each method" in md and f"| feed-forward | 4 | {mean:+.2f} [" in md
+    # one object: a mean without an interval; no feed-forward run: no paired table
+    one = summarize({"900": records["900"]})["paired"]["methods"]["ngd"]["psnr"]
+    assert one["n"] == 1 and one["ci95"] is None
+    only_ngd = {"900": {"object_id": "900", "settings": {}, "methods": {"ngd": records["900"]["methods"]["ngd"]}}}
+    assert summarize(only_ngd)["paired"] is None and "Paired" not in summary_markdown(summarize(only_ngd))
+    assert summarize(only_ngd)["ngd_versus"] is None
+
+
 def test_shards_partition_the_selected_objects() -> None:
     from nerfdiff_ns.evaluate import parse_shard, select_objects
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -63,7 +65,7 @@ def test_guidance_weight():
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("clip", [False, True])
-@pytest.mark.parametrize("form", ["x0", "epsilon"])
+@pytest.mark.parametrize("form", ["x0", "epsilon", "paper"])
 def test_gamma_zero_is_exactly_ddim(prediction_type, clip, form):
     """gamma = 0: NGD steps == diffusers DDIMScheduler.step(eta=0) from the same z_{t_max}.
 
@@ -162,6 +164,96 @@ def test_epsilon_form_formula():
     target, new_eps, w = nerf_guided_update(z, x0, eps, render, alpha, sigma, 0.3, "epsilon")
     assert torch.allclose(new_eps, eps - 0.3 * (0.8 / 0.6) * (render - x0), atol=1e-6)
     assert torch.allclose(w, torch.tensor(0.3 * 0.64 / 0.36))
+
+
+class KnownEpsilon:
+    """An epsilon-model stub whose prediction is whatever `predict(z)` says: the algebra can be checked in closed form."""
+
+    def __init__(self, predict) -> None:
+        self.config = SimpleNamespace(prediction_type="epsilon")
+        self.predict = predict
+
+    def predict_with_cfg(self, z, timesteps, renders, source, cameras, cfg_scale):
+        return self.predict(z)
+
+
+def _paper_trajectory(sched, targets, noise, clip=False) -> NGDTrajectories:
+    traj = NGDTrajectories(sched, clip_x0=clip)
+    traj.targets, traj.noise = targets.clone(), noise.clone()
+    return traj
+
+
+def test_paper_form_is_algorithm_1_in_closed_form():
+    """Z = a I + s eps; eps <- eps_phi(Z) + gamma (s/a)(I - R); I <- (Z - s eps)/a, with I the target BEFORE
+    the step and no clamp on the weight (gamma s^2/a^2 > 1 here)."""
+    sched = make_sampling_scheduler()
+    g = torch.Generator().manual_seed(0)
+    target0, noise0, render, eps_phi = (torch.randn(VIEWS, 3, SIZE, SIZE, generator=g) * 0.5 for _ in range(4))
+    source = torch.zeros(1, 3, SIZE, SIZE)
+    gamma, t = 0.7, 600
+    alpha, sigma = alpha_sigma(sched, t)
+    assert gamma * float(sigma / alpha) ** 2 > 1.0  # the weight a clamp would have cut to 1
+
+    traj = _paper_trajectory(sched, target0, noise0)
+    info = traj.step(KnownEpsilon(lambda z: eps_phi), t, render, source, gamma=gamma, guidance_form="paper")
+    z = alpha * target0 + sigma * noise0
+    eps_expected = eps_phi + gamma * (sigma / alpha) * (target0 - render)
+    target_expected = (z - sigma * eps_expected) / alpha
+    assert torch.allclose(traj.noise, eps_expected, atol=1e-5)
+    assert torch.allclose(traj.targets, target_expected, atol=1e-5)
+    x0_hat = (z - sigma * eps_phi) / alpha
+    assert torch.allclose(info.x0, x0_hat, atol=1e-5)
+    w = gamma * sigma**2 / alpha**2
+    assert info.w_t == pytest.approx(float(w), rel=1e-5)
+    assert torch.allclose(traj.targets, x0_hat + w * (render - target0), atol=1e-5)  # pull by R - I, not R - x0^
+    epsilon_form = _paper_trajectory(sched, target0, noise0)
+    epsilon_form.step(KnownEpsilon(lambda z: eps_phi), t, render, source, gamma=gamma, guidance_form="epsilon")
+    assert not torch.allclose(epsilon_form.targets, traj.targets, atol=1e-3)  # a genuinely different update
+
+
+def test_paper_form_limits():
+    """(a) a CDM that reproduces the current target (x0^ = I) makes it the epsilon form; (b) a target equal
+    to the render (the first step: targets start as the renders) gets no correction, I <- x0^; (c) with
+    w > 1 the gap to a fixed render alternates and grows unless clip_x0 holds it in [-1, 1]."""
+    sched = make_sampling_scheduler()
+    g = torch.Generator().manual_seed(1)
+    target0, noise0, render, eps_phi = (torch.randn(VIEWS, 3, SIZE, SIZE, generator=g) * 0.3 for _ in range(4))
+    source = torch.zeros(1, 3, SIZE, SIZE)
+    gamma, t = 0.3, 400
+    alpha, sigma = alpha_sigma(sched, t)
+    oracle = KnownEpsilon(lambda z: (z - alpha * target0) / sigma)  # eps^ such that x0^ = I exactly
+    paper, eps_form = (_paper_trajectory(sched, target0, noise0) for _ in range(2))
+    paper.step(oracle, t, render, source, gamma=gamma, guidance_form="paper")
+    eps_form.step(oracle, t, render, source, gamma=gamma, guidance_form="epsilon")
+    assert torch.allclose(paper.targets, eps_form.targets, atol=1e-5)
+    assert torch.allclose(paper.noise, eps_form.noise, atol=1e-4)
+
+    at_render = _paper_trajectory(sched, render, noise0)
+    info = at_render.step(KnownEpsilon(lambda z: eps_phi), t, render, source, gamma=1e6, guidance_form="paper")
+    assert torch.allclose(at_render.targets, info.x0, atol=1e-5)
+
+    # Fixed render, a CDM that always returns the render as x0^ (eps^ = (z - a R)/s), weight w = 3:
+    # e' = (x0^ - R) - w e = -3 e, so |I - R| triples every step and flips sign.
+    t = 900
+    alpha, sigma = alpha_sigma(sched, t)
+    gamma_big = 3.0 * float((alpha / sigma) ** 2)
+    to_render = KnownEpsilon(lambda z: (z - alpha * render) / sigma)
+    start = render + 0.01 * noise0
+    free, clipped = _paper_trajectory(sched, start, noise0), _paper_trajectory(sched, start, noise0, clip=True)
+    for step in range(1, 4):
+        free.step(to_render, t, render, source, gamma=gamma_big, guidance_form="paper")
+        clipped.step(to_render, t, render, source, gamma=gamma_big, guidance_form="paper")
+        assert torch.allclose(free.targets - render, (-3.0) ** step * 0.01 * noise0, atol=1e-4)
+        assert clipped.targets.abs().max() <= 1.0
+
+
+def test_paper_form_needs_the_current_target():
+    x = torch.zeros(1, 3, 2, 2)
+    a, s = torch.tensor(0.6).view(1, 1, 1, 1), torch.tensor(0.8).view(1, 1, 1, 1)
+    with pytest.raises(ValueError, match="current"):
+        nerf_guided_update(x, x, x, x, a, s, 1.0, "paper")
+    with pytest.raises(ValueError, match="paper"):
+        nerf_guided_update(x, x, x, x, a, s, 1.0, "nonsense")
 
 
 def test_chunking_and_source_broadcast_do_not_change_results():

@@ -37,7 +37,7 @@ def test_look_at_projects_the_target_to_the_image_centre() -> None:
     assert abs(float(target_cam[0])) < 1e-5 and abs(float(target_cam[1])) < 1e-5 and float(target_cam[2]) < 0
 
 
-def _diffusion(gamma: float) -> VirtualViewDiffusion:
+def _diffusion(gamma: float, guidance_form: str = "x0") -> VirtualViewDiffusion:
     from nerfdiff_ns.cdm.schedule import make_train_scheduler
     from nerfdiff_ns.cdm.unet import ConditionalDiffusionModel
 
@@ -46,7 +46,7 @@ def _diffusion(gamma: float) -> VirtualViewDiffusion:
                                     attention_levels=(False, False), camera_embedding_dim=8).eval()
     source = orbit_pose(2.7, 0.0, 20.0)
     cams = virtual_cameras(source, 3)
-    cfg = NGDConfig(diffusion_steps=4, guidance_gamma=gamma)
+    cfg = NGDConfig(diffusion_steps=4, guidance_gamma=gamma, guidance_form=guidance_form)  # type: ignore[arg-type]
     return VirtualViewDiffusion(cdm, make_train_scheduler(), cfg, torch.rand(8, 8, 3), source, cams)
 
 
@@ -76,6 +76,20 @@ def test_zero_gamma_follows_the_cdm_alone() -> None:
         x0 = (a.last_info.x0.permute(0, 2, 3, 1) + 1) / 2
         assert torch.allclose(ta, x0.clamp(0, 1), atol=1e-6)
     assert not math.isnan(float(ta.sum()))
+
+
+def test_paper_guidance_form_reaches_the_trajectories() -> None:
+    """NGDConfig(guidance_form='paper') drives Algorithm 1: at the first step the targets are the renders, so
+    the correction gamma (s/a)(I - R) is zero and I <- x0^; afterwards it differs from the epsilon form."""
+    paper, eps = _diffusion(gamma=2.0, guidance_form="paper"), _diffusion(gamma=2.0, guidance_form="epsilon")
+    start = torch.rand(3, 8, 8, 3)
+    paper.start(start)
+    eps.start(start)
+    first = paper.step(start)
+    assert torch.allclose(first, ((paper.last_info.x0.permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1), atol=1e-6)
+    eps.step(start)
+    renders = torch.rand(3, 8, 8, 3)
+    assert not torch.allclose(paper.step(renders), eps.step(renders), atol=1e-3)
 
 
 def test_virtual_views_are_drawn_in_the_viewer_with_their_targets() -> None:

@@ -267,7 +267,8 @@ def test_cli_help():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for flag in ("--preset", "--cdm.backprop-into-nerf", "--log-jsonl", "--max-bad-steps", "--no-resume", "--init-from",
-                 "--freeze-nerf"):
+                 "--freeze-nerf", "--render-cache", "--render-cache-pairs", "--cdm.timestep-sampling",
+                 "--cdm.timestep-band-max", "--cdm.timestep-band-prob"):
         assert flag in proc.stdout, flag
 
 

@@ -24,6 +24,21 @@ i.e. the same pull toward R with the UNCLAMPED weight gamma sigma^2 / alpha^2: i
 x0 form while that weight is <= 1, and extrapolating past R (weight > 1) at high noise where the
 x0 form stops at R. The x0 form is the project default.
 
+guidance_form="paper" is the update exactly as the paper's Algorithm 1 writes it, per view:
+
+    Z   = alpha_t I + sigma_t eps
+    eps = eps_phi(Z, I_s) + gamma (sigma_t / alpha_t) (I - R)       I = the current target, before this step
+    I   = (Z - sigma_t eps) / alpha_t  = x0^ + gamma sigma_t^2 / alpha_t^2 (R - I)
+
+The correction is driven by the gap between the CURRENT target and the render, not by x0^ - R,
+and its weight w = gamma sigma^2 / alpha^2 is not clamped. Consequences, tested in
+tests/test_guidance.py: gamma = 0 is DDIM; when the CDM reproduces the target (x0^ = I) it equals
+the epsilon form; when I = R (e.g. the first step, targets initialised to the renders) the
+correction vanishes and I <- x0^. Viewed as a recursion on the gap e = I - R at a fixed render,
+e' = (x0^ - R) - w e: for w > 1 the gap alternates in sign and grows, so at high noise with a
+large gamma the paper form is only kept in range by `clip_x0` (or a gamma small enough that
+w <= 1 over the trajectory).
+
 Clamping: with `clip_x0=True` (default) x0^ is clamped to [-1, 1] (and eps^ re-derived from it) and
 the final I is clamped too; eps always follows I. Exactness tests run with clip_x0=False.
 
@@ -50,7 +65,7 @@ from .schedule import (
 )
 from .unet import ConditionalDiffusionModel, from_diffusion_range, resize_to
 
-GUIDANCE_FORMS = ("x0", "epsilon")
+GUIDANCE_FORMS = ("x0", "epsilon", "paper")
 
 
 def nerf_guidance_weight(
@@ -71,15 +86,24 @@ def nerf_guided_update(
     gamma: float,
     guidance_form: str = "x0",
     clip_x0: bool = False,
+    current: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One NGD correction: (x0^, eps^) consistent with z -> new (target I, noise eps, weight).
 
     `eps_hat` must satisfy z = alpha x0_hat + sigma eps_hat. The new eps is written as eps^ minus a
     correction instead of (z - alpha I)/sigma; the two are equal, this one has no cancellation.
-    Returned weight: the x0-space weight actually applied ([B,1,1,1]; unclamped in epsilon form).
+    `current` is the target I from before this step (z = alpha I + sigma eps_prev); only the
+    "paper" form uses it, and requires it. Returned weight: the weight of the pull toward R actually
+    applied ([B,1,1,1]; unclamped in the epsilon and paper forms).
     """
     delta = render - x0_hat
-    if guidance_form == "x0":
+    if guidance_form == "paper":
+        if current is None:
+            raise ValueError("guidance_form='paper' needs `current`, the target I from before this step")
+        weight = gamma * sigma**2 / alpha**2
+        eps = eps_hat + gamma * (sigma / alpha) * (current - render)  # Algorithm 1, verbatim
+        target = x0_hat + weight * (render - current)  # = (z - sigma eps) / alpha
+    elif guidance_form == "x0":
         weight = nerf_guidance_weight(alpha, sigma, gamma)
         target = torch.lerp(x0_hat, render, weight)  # x0^ + w (R - x0^); exactly R when w = 1
         eps = eps_hat - (alpha / sigma) * weight * delta
@@ -231,7 +255,7 @@ class NGDTrajectories:
         else:
             eps_hat = eps_from_prediction(self.scheduler, z, pred, t, kind)
         self.targets, self.noise, weight = nerf_guided_update(
-            z, x0_hat, eps_hat, renders, alpha, sigma, gamma, guidance_form, self.clip_x0
+            z, x0_hat, eps_hat, renders, alpha, sigma, gamma, guidance_form, self.clip_x0, current=self.targets
         )
         return NGDStepInfo(
             t=t,

@@ -16,6 +16,7 @@ from nerfdiff_ns.nerf.encoder import EncoderConfig, TriplaneEncoder
 from nerfdiff_ns.nerf.field import MLPImplementation, TriplaneField, resolve_implementation
 from nerfdiff_ns.nerf.rays import camera_rays, directions_to_camera, image_pixels, world_to_camera
 from nerfdiff_ns.nerf.renderer import (
+    Generators,
     alpha_composite,
     importance_samples,
     merge_samples,
@@ -127,9 +128,11 @@ class ImageConditionedNeRF(nn.Module):
         origins: torch.Tensor,
         directions: torch.Tensor,
         jitter: bool = False,
-        generator: torch.Generator | None = None,
+        generator: "Generators" = None,
     ) -> dict[str, torch.Tensor]:
-        """Render world rays ``[B, R, 3]`` (unit directions) -> ``rgb [B,R,3]``, ``depth``, ``accumulation [B,R,1]``."""
+        """Render world rays ``[B, R, 3]`` (unit directions) -> ``rgb [B,R,3]``, ``depth``, ``accumulation [B,R,1]``.
+
+        ``generator``: one for the whole batch, or one per object (see ``renderer._rand``)."""
         cfg = self.config
         near, far = ray_sphere_bounds(origins, directions, cfg.object_radius)
         o_cam = world_to_camera(source.c2w, origins)

@@ -12,8 +12,11 @@ so the optical thicknesses ``density * (edge[i + 1] - edge[i])`` add up over exa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence, Union
 
 import torch
+
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 
 
 @dataclass
@@ -28,14 +31,24 @@ class Samples:
         return self.edges[..., 1:] - self.edges[..., :-1]
 
 
-def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform noise drawn on the generator's device (CPU generators stay reproducible on CUDA runs)."""
+def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Uniform noise drawn on the generator's device (CPU generators stay reproducible on CUDA runs).
+
+    A sequence of generators gives one per leading (object) index: row b is drawn from generator b
+    exactly as a batch of one would draw it, so a batched render of B objects consumes each object's
+    stream like B separate renders do (pretraining's per-sample streams stay layout-independent).
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        gens = list(generator)
+        if len(gens) != shape[0]:
+            raise ValueError(f"{len(gens)} generators for a batch of {shape[0]} objects")
+        return torch.cat([_rand((1, *shape[1:]), like, g) for g in gens])
     device = generator.device if generator is not None else like.device
     return torch.rand(shape, device=device, dtype=like.dtype, generator=generator).to(like.device)
 
 
 def stratified_samples(
-    near: torch.Tensor, far: torch.Tensor, num_samples: int, jitter: bool, generator: torch.Generator | None = None
+    near: torch.Tensor, far: torch.Tensor, num_samples: int, jitter: bool, generator: Generators = None
 ) -> Samples:
     """``num_samples`` equal bins between near and far ``[..., 1]``; one point per bin (jittered in training)."""
     steps = torch.linspace(0.0, 1.0, num_samples + 1, device=near.device, dtype=near.dtype)
@@ -74,7 +87,7 @@ def alpha_composite(
 
 
 def importance_samples(
-    coarse: Samples, weights: torch.Tensor, num_samples: int, jitter: bool, generator: torch.Generator | None = None
+    coarse: Samples, weights: torch.Tensor, num_samples: int, jitter: bool, generator: Generators = None
 ) -> torch.Tensor:
     """Draw ``num_samples`` positions ``[..., N]`` from the piecewise-constant PDF of the coarse weights."""
     pdf = weights.detach() + 1e-5

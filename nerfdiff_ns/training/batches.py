@@ -1,0 +1,108 @@
+"""Pretraining batches: one (object, source view, target view) sample per generator, stacked per rank.
+
+Also the camera distribution of a dataset (what a bundle records for NGD and photo input) and
+the small resize helpers the joint model shares.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nerfdiff_ns.bundle import CameraDistribution
+from nerfdiff_ns.training.config import PretrainConfig
+from nerfdiff_ns.training.distributed import DistInfo, sample_generator
+from nerfdiff_ns.training.timesteps import TimestepSampler
+
+
+def estimate_camera_distribution(dataset: Any, max_objects: int = 20) -> CameraDistribution:
+    """Camera distance, FOV, elevation range and image size seen in the training data."""
+    distances, elevations = [], []
+    fov = image_size = None
+    for idx in range(min(len(dataset), max_objects)):
+        obj = dataset.load_object(idx)
+        pos = obj.c2w[:, :3, 3]
+        dist = pos.norm(dim=-1)
+        distances.append(dist)
+        elevations.append(torch.rad2deg(torch.asin((pos[:, 2] / dist).clamp(-1, 1))))
+        fy = float(obj.intrinsics[1])
+        fov = math.degrees(2 * math.atan(obj.images.shape[1] / 2 / fy))
+        image_size = int(obj.images.shape[1])
+    d = torch.cat(distances)
+    e = torch.cat(elevations)
+    return CameraDistribution(
+        distance=float(d.mean()), fov_degrees=float(fov), image_size=int(image_size),
+        elevation_range_degrees=(float(e.min()), float(e.max())),
+    )
+
+
+def draw_sample(dataset: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """One (object, source view, target view) triple from the sample's own generator."""
+    obj_idx = int(torch.randint(len(dataset), (1,), generator=gen))
+    obj = dataset.load_object(obj_idx)
+    views = torch.randperm(obj.images.shape[0], generator=gen)
+    src, tgt = int(views[0]), int(views[1 % len(views)])
+    return {
+        "source_image": obj.images[src], "source_c2w": obj.c2w[src],
+        "target_image": obj.images[tgt], "target_c2w": obj.c2w[tgt],
+        "intrinsics": obj.intrinsics,
+    }
+
+
+def resize_hwc(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``[B, H, W, 3]`` -> ``[B, 3, size, size]`` (antialiased)."""
+    x = images.permute(0, 3, 1, 2)
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def scale_intrinsics(intrinsics: torch.Tensor, from_size: int, to_size: int) -> torch.Tensor:
+    return intrinsics * (to_size / from_size)
+
+
+def draw_diffusion_inputs(sample: dict[str, torch.Tensor], cfg: PretrainConfig, gen: torch.Generator,
+                          sampler: TimestepSampler) -> None:
+    """The CDM's random inputs of one sample, from its generator: timestep, noise, condition drop."""
+    h, w = sample["source_image"].shape[:2]
+    sample["timesteps"] = sampler.sample(1, gen)
+    sample["noise"] = torch.randn((3, h, w), generator=gen)
+    sample["drop"] = torch.rand((1,), generator=gen) < cfg.cdm.condition_dropout_prob
+
+
+def stack_samples(samples: list[dict[str, torch.Tensor]], gens: list[torch.Generator], cfg: PretrainConfig,
+                  device: torch.device) -> dict[str, Any]:
+    """Per-sample dicts -> one batch dict on ``device`` (plus the samples' generators, for render jitter)."""
+    batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples]).to(device) for k in samples[0]}
+    if cfg.cdm.enabled:
+        batch["timesteps"] = batch["timesteps"].view(-1)
+        batch["drop"] = batch["drop"].view(-1)
+    batch["generators"] = gens
+    return batch
+
+
+def rank_samples(cfg: PretrainConfig, dist_info: DistInfo) -> range:
+    """Global indices of this rank's samples in the batch of ``cfg.batch_size``."""
+    per_rank = cfg.batch_size // dist_info.world_size
+    return range(dist_info.rank * per_rank, (dist_info.rank + 1) * per_rank)
+
+
+def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo, device: torch.device) -> dict[str, Any]:
+    """This rank's share of the global batch, every random choice drawn per sample."""
+    samples, gens = [], []
+    sampler = cfg.cdm.timestep_sampler() if cfg.cdm.enabled else None
+    for j in rank_samples(cfg, dist_info):
+        gen = sample_generator(cfg.seed, step, j)
+        sample = draw_sample(dataset, gen)
+        h, w = sample["source_image"].shape[:2]
+        idx = torch.randint(h * w, (cfg.source_rays,), generator=gen)
+        sample["source_pixels"] = torch.stack([idx % w, idx // w], -1)
+        sample["source_pixel_rgb"] = sample["source_image"].reshape(-1, 3)[idx]
+        if sampler is not None:
+            draw_diffusion_inputs(sample, cfg, gen, sampler)
+        samples.append(sample)
+        gens.append(gen)
+    return stack_samples(samples, gens, cfg, device)

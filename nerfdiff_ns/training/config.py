@@ -1,0 +1,159 @@
+"""Pretraining settings: the tyro dataclasses of ``nerfdiff-pretrain`` and which of them are architecture.
+
+Kept apart from the loop so presets, bundles and benchmarks can read a configuration without
+building models. ``architecture_differences`` decides whether a checkpoint or an ``--init-from``
+bundle may be loaded into a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from nerfdiff_ns.nerf.image_nerf import NeRFConfig
+from nerfdiff_ns.training.timesteps import TimestepSampler
+
+
+@dataclass
+class CDMConfig:
+    """The 3D-aware conditional diffusion model and how it is trained."""
+
+    enabled: bool = True
+    """Train the CDM jointly with the NeRF (False: feed-forward NeRF only)."""
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    """UNet widths per level."""
+    layers_per_block: int = 1
+    """ResNet blocks per UNet level."""
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    """Self-attention per level."""
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    """What the UNet predicts (paper: epsilon)."""
+    camera_embedding_dim: int = 64
+    """Width of the relative-camera embedding (0 disables the camera input)."""
+    condition_dropout_prob: float = 0.1
+    """Probability of dropping all conditions in training (enables classifier-free guidance)."""
+    loss_weight: float = 1.0
+    """lambda: weight of the diffusion loss."""
+    backprop_into_nerf: bool = False
+    """Let the diffusion loss train the NeRF through its rendering (paper's joint variant)."""
+    num_train_timesteps: int = 1000
+    """Diffusion steps of the noise schedule."""
+    beta_schedule: str = "squaredcos_cap_v2"
+    """diffusers beta schedule."""
+    ema_decay: float = 0.999
+    """EMA decay of the CDM weights (the bundle ships the EMA)."""
+    learning_rate: float = 2e-4
+    """Adam learning rate of the CDM."""
+    timestep_sampling: Literal["uniform", "band"] = "uniform"
+    """Training timesteps: 'uniform' over [0, T), or 'band': with probability --cdm.timestep-band-prob from the
+    low-noise band [0, --cdm.timestep-band-max], else uniform (NGD trusts the CDM mostly at low noise)."""
+    timestep_band_max: int = 250
+    """Last timestep of the low-noise band ('band' sampling)."""
+    timestep_band_prob: float = 0.7
+    """Share of training samples drawn from the band ('band' sampling); the rest are uniform over [0, T)."""
+
+    def timestep_sampler(self) -> "TimestepSampler":
+        """The training-timestep distribution these settings describe (validates them)."""
+        return TimestepSampler(self.num_train_timesteps, self.timestep_sampling, self.timestep_band_max,
+                               self.timestep_band_prob)
+
+
+@dataclass
+class PretrainConfig:
+    """Joint NeRF + CDM pretraining on an SRN-format dataset."""
+
+    preset: str = "tiny"
+    """Preset from configs/pretrain/ (tiny, srn-128) or a JSON file; flags after it override it."""
+    data: Path = Path("data/synth")
+    """Dataset root with train/ and val/ in SRN format (make one with nerfdiff-generate-data)."""
+    output_dir: Path = Path("runs/pretrain")
+    """Run folder: checkpoints/, tensorboard events, bundle/."""
+    nerf: NeRFConfig = field(default_factory=NeRFConfig)
+    """Single-image NeRF architecture."""
+    cdm: CDMConfig = field(default_factory=CDMConfig)
+    """Diffusion model and its training."""
+    steps: int = 2000
+    """Total optimisation steps."""
+    batch_size: int = 8
+    """Global batch: objects per step across all processes (must divide by the process count)."""
+    render_resolution: int = 32
+    """Resolution at which the target view is rendered for the NeRF loss and the CDM condition."""
+    source_view_weight: float = 0.5
+    """Weight of the source-view reconstruction term (0 disables)."""
+    source_rays: int = 256
+    """Rays per object for the source-view term."""
+    learning_rate: float = 1e-3
+    """Adam learning rate of the NeRF."""
+    lr_warmup_steps: int = 100
+    """Linear warm-up steps for both models."""
+    grad_clip: float = 1.0
+    """Max gradient norm (0 disables)."""
+    mixed_precision: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    seed: int = 0
+    """Seed of every random choice; runs with the same seed and global batch are identical."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = CUDA when available."""
+    steps_per_log: int = 10
+    """Scalars to tensorboard every N steps."""
+    steps_per_checkpoint: int = 200
+    """Checkpoint (and bundle export) every N steps."""
+    steps_per_eval: int = 500
+    """Validation PSNR and images every N steps (0 disables)."""
+    num_eval_objects: int = 4
+    """Validation objects used for the periodic evaluation."""
+    keep_checkpoints: int = 2
+    """How many checkpoints to keep."""
+    resume: bool = True
+    """Continue from the latest checkpoint in output_dir when there is one."""
+    max_bad_steps: int = 10
+    """Stop after this many consecutive non-finite losses (each is skipped and logged)."""
+    log_tensorboard: bool = True
+    """Write tensorboard events to output_dir."""
+    log_jsonl: bool = True
+    """Append every step's losses (or a skipped marker) to output_dir/losses.jsonl (rank 0)."""
+    init_from: Path | None = None
+    """Start from this bundle's weights (NeRF, CDM and its EMA) instead of random ones; the architecture
+    must match. Ignored when output_dir already has a checkpoint (that run resumes instead)."""
+    freeze_nerf: bool = False
+    """Train only the CDM: the NeRF renders its conditions without gradients and is not updated. A second
+    stage after joint training (with --init-from) that spends every step's compute on the diffusion model."""
+    render_cache: bool = True
+    """With --freeze-nerf: render the frozen NeRF's conditions once, before training, for a fixed set of (object,
+    source view, target view) triples (without jitter, as NGD renders), so each step runs the UNet alone. Stored
+    in output_dir/render_cache.safetensors and reused on resume while the NeRF and the data are unchanged.
+    --no-render-cache renders every step's samples live (any view pair, jittered)."""
+    render_cache_pairs: int = 24
+    """(source, target) view pairs per training object in the render cache: the targets run through a random
+    order of the object's views (each view once per round), each with a random other view as the source."""
+
+
+def config_to_json(cfg: PretrainConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), default=str, indent=2)
+
+
+# Settings that change what the weights mean; a checkpoint only resumes with the same values.
+# (Learning rates, loss weights, sample counts, steps ... may change between runs.)
+NERF_RENDER_ONLY_KEYS = ("mlp_implementation", "num_coarse_samples", "num_fine_samples")
+CDM_ARCHITECTURE_KEYS = (
+    "enabled", "block_out_channels", "layers_per_block", "attention_levels", "prediction_type",
+    "camera_embedding_dim", "num_train_timesteps", "beta_schedule",
+)
+
+
+def architecture_differences(saved_config_json: str, cfg: PretrainConfig) -> list[str]:
+    """``["nerf.triplane_channels: 8 (checkpoint) != 16 (now)", ...]`` for the architecture settings."""
+    saved = json.loads(saved_config_json)
+    now = json.loads(config_to_json(cfg))
+    keys = [("nerf", k) for k in now["nerf"] if k not in NERF_RENDER_ONLY_KEYS]
+    keys += [("cdm", k) for k in CDM_ARCHITECTURE_KEYS]
+    diffs = []
+    for section, key in keys:
+        old, new = saved.get(section, {}).get(key), now[section].get(key)
+        if old != new:
+            diffs.append(f"{section}.{key}: {old!r} (checkpoint) != {new!r} (now)")
+    return diffs
+

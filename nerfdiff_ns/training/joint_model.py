@@ -1,0 +1,123 @@
+"""The joint NeRF + CDM model of pretraining: one ``nn.Module`` so DDP sees one forward.
+
+Forward: encode the source views, render every target view in one batched call, and return the
+loss terms (``*_loss`` are optimised; ``nerf_mse`` is a frozen NeRF's reported error).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF, SourceView
+from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
+from nerfdiff_ns.training.batches import resize_hwc, scale_intrinsics
+from nerfdiff_ns.training.config import PretrainConfig
+
+
+class JointModel(nn.Module):
+    def __init__(self, cfg: PretrainConfig, nerf: ImageConditionedNeRF, cdm: nn.Module | None, scheduler: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.nerf = nerf
+        self.cdm = cdm
+        self.scheduler = scheduler
+
+    def render_targets(self, source_image: torch.Tensor, source_c2w: torch.Tensor, target_c2w: torch.Tensor,
+                       intrinsics: torch.Tensor, jitter: bool = True,
+                       generators: list[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode the source views and render each object's whole target view at ``render_resolution``, all
+        objects in one batched call ([B, R, S], one triplane per object) -> (renders [B, res, res, 3], triplanes).
+
+        With ``generators`` the jitter of object b comes from generator b, drawn exactly as a one-object
+        render would draw it, so the result equals rendering the objects one by one.
+        """
+        count, height, width = source_image.shape[:3]
+        source = SourceView(source_c2w, intrinsics, (height, width))
+        triplanes = self.nerf.encode(source_image)
+        res = self.cfg.render_resolution
+        pixels = image_pixels(res, res, source_image.device)[None].expand(count, -1, -1)
+        o, d = camera_rays(target_c2w, scale_intrinsics(intrinsics, height, res), pixels)
+        out = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=generators)
+        return out["rgb"].view(count, res, res, 3), triplanes
+
+    def render_views(self, batch: dict[str, Any], jitter: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Target-view renders of a batch and (optionally) a few source pixels, per-sample jitter streams."""
+        cfg = self.cfg
+        gens = batch["generators"] if jitter else None
+        render, triplanes = self.render_targets(batch["source_image"], batch["source_c2w"], batch["target_c2w"],
+                                                batch["intrinsics"], jitter, gens)
+        src_pred = None
+        if cfg.source_view_weight > 0 and not cfg.freeze_nerf:
+            source = SourceView(batch["source_c2w"], batch["intrinsics"], tuple(batch["source_image"].shape[1:3]))
+            o, d = camera_rays(batch["source_c2w"], batch["intrinsics"], batch["source_pixels"])
+            src_pred = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=gens)["rgb"]
+        return render, src_pred
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        if "render" in batch:  # conditions from the render cache (frozen NeRF, training.render_cache)
+            if not cfg.freeze_nerf:
+                raise ValueError("cached renders are only valid for a frozen NeRF (--freeze-nerf)")
+            render, src_pred = batch["render"], None
+        elif cfg.freeze_nerf:  # the NeRF only supplies the CDM's conditions: no graph, no update
+            with torch.no_grad():
+                render, src_pred = self.render_views(batch)
+        else:
+            render, src_pred = self.render_views(batch)
+        target_small = resize_hwc(batch["target_image"], cfg.render_resolution).permute(0, 2, 3, 1)
+        # A frozen NeRF's reconstruction error is reported ("nerf_mse"), not optimised (only *_loss terms are).
+        losses = {"nerf_mse" if cfg.freeze_nerf else "nerf_loss": F.mse_loss(render, target_small)}
+        if src_pred is not None:
+            losses["source_loss"] = cfg.source_view_weight * F.mse_loss(src_pred, batch["source_pixel_rgb"])
+        if self.cdm is not None:
+            from nerfdiff_ns.cdm.schedule import diffusion_loss
+            from nerfdiff_ns.cdm.unet import relative_camera, to_diffusion_range
+
+            cond = render.permute(0, 3, 1, 2)
+            if not cfg.cdm.backprop_into_nerf:
+                cond = cond.detach()
+            src_imgs = batch["source_image"]
+            x0 = to_diffusion_range(batch["target_image"].permute(0, 3, 1, 2))
+            rel = relative_camera(batch["source_c2w"], batch["target_c2w"]) if self.cdm.config.camera_embedding_dim > 0 else None
+            loss, _ = diffusion_loss(
+                self.cdm, x0, to_diffusion_range(cond), to_diffusion_range(src_imgs.permute(0, 3, 1, 2)), rel,
+                self.scheduler, timesteps=batch["timesteps"], noise=batch["noise"], drop_conditions=batch["drop"],
+            )
+            losses["diffusion_loss"] = cfg.cdm.loss_weight * loss
+        losses["render"] = render.detach()
+        return losses
+
+
+
+def build_cdm(cfg: PretrainConfig) -> tuple[nn.Module, Any]:
+    from nerfdiff_ns.cdm.schedule import make_train_scheduler
+    from nerfdiff_ns.cdm.unet import ConditionalDiffusionModel
+
+    cdm = ConditionalDiffusionModel(
+        sample_size=cfg.nerf.image_size,
+        block_out_channels=tuple(cfg.cdm.block_out_channels),
+        layers_per_block=cfg.cdm.layers_per_block,
+        attention_levels=tuple(cfg.cdm.attention_levels),
+        prediction_type=cfg.cdm.prediction_type,
+        camera_embedding_dim=cfg.cdm.camera_embedding_dim,
+        condition_dropout_prob=cfg.cdm.condition_dropout_prob,
+    )
+    scheduler = make_train_scheduler(
+        num_train_timesteps=cfg.cdm.num_train_timesteps, beta_schedule=cfg.cdm.beta_schedule,
+        prediction_type=cfg.cdm.prediction_type,
+    )
+    return cdm, scheduler
+
+
+def ema_decay(max_decay: float, step: int) -> float:
+    """EMA decay with warm-up, min(max_decay, (1 + step) / (10 + step)) as in diffusers' EMAModel.
+
+    Without it a short run's EMA still holds much of the random initialisation
+    (0.999 ** 1500 = 22 %).
+    """
+    return min(max_decay, (1.0 + step) / (10.0 + step))
+

@@ -1,0 +1,202 @@
+"""The pretraining loop: builds the models and optimiser, runs steps with the non-finite guard, logs.
+
+``Trainer(cfg).run()`` trains to ``cfg.steps``; checkpoints, resume, ``--init-from`` and bundle
+export are in ``training.persistence``; the model in ``training.joint_model``; the batches in
+``training.batches``; the process layout in ``training.distributed``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF
+from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batch, resize_hwc
+from nerfdiff_ns.training.config import PretrainConfig
+from nerfdiff_ns.training.distributed import all_reduce_mean, init_distributed
+from nerfdiff_ns.training.joint_model import JointModel, build_cdm, ema_decay
+from nerfdiff_ns.training.persistence import RunPersistence
+from nerfdiff_ns.training.progress import make_progress
+from nerfdiff_ns.training.render_cache import build_render_cache, make_cached_batch
+from nerfdiff_ns.training.run_log import LossLog
+from nerfdiff_ns.training.validation import feed_forward_psnr
+
+
+class Trainer(RunPersistence):
+    """Owns the models, optimisers, EMA and the loop; ``run()`` trains to ``cfg.steps``."""
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        from nerfdiff_ns.data.multiview import MultiViewDataset
+
+        if cfg.device == "auto":
+            device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            device_type = cfg.device
+        self.dist = init_distributed(device_type)
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must divide by the number of processes {self.dist.world_size}")
+        self.device = torch.device(device_type, self.dist.local_rank) if device_type == "cuda" else torch.device("cpu")
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.dataset = MultiViewDataset.from_split(cfg.data, "train", background=cfg.nerf.background)
+        self.val_dataset = None
+        if (Path(cfg.data) / "val").is_dir():
+            self.val_dataset = MultiViewDataset.from_split(cfg.data, "val", background=cfg.nerf.background)
+        self.cameras = estimate_camera_distribution(self.dataset)
+        self.nerf = ImageConditionedNeRF(cfg.nerf, device=self.device)
+        self.cdm = self.scheduler = self.ema = None
+        if cfg.cdm.enabled:
+            cfg.cdm.timestep_sampler()  # bad --cdm.timestep-* settings fail here, before any data or model work
+            cdm, self.scheduler = build_cdm(cfg)
+            self.cdm = cdm.to(self.device)
+            self.ema = copy.deepcopy(self.cdm).requires_grad_(False)
+        if cfg.freeze_nerf:
+            if self.cdm is None:
+                raise ValueError("--freeze-nerf trains only the CDM: it needs --cdm.enabled True.")
+            self.nerf.requires_grad_(False)  # DDP and the optimiser then ignore the NeRF
+        self.model = JointModel(cfg, self.nerf, self.cdm, self.scheduler)
+        self.ddp_model: nn.Module = self.model
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.dist.local_rank] if device_type == "cuda" else None
+            )
+        groups = [] if cfg.freeze_nerf else [{"params": list(self.nerf.parameters()), "lr": cfg.learning_rate, "name": "nerf"}]
+        if self.cdm is not None:
+            groups.append({"params": list(self.cdm.parameters()), "lr": cfg.cdm.learning_rate, "name": "cdm"})
+        self.optimizer = torch.optim.Adam(groups)
+        self.base_lrs = [g["lr"] for g in groups]
+        self.step = 0
+        self.bad_steps = 0
+        self.skipped_steps = 0
+        self.ckpt_dir = Path(cfg.output_dir) / "checkpoints"
+        self.loss_log = LossLog(Path(cfg.output_dir) / "losses.jsonl" if (cfg.log_jsonl and self.dist.is_main) else None)
+        self.writer = None
+        if self.dist.is_main and cfg.log_tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard"))
+        self.init_steps = 0  # steps the --init-from bundle had been trained for
+        resumed = cfg.resume and self.maybe_resume()
+        if cfg.init_from is not None and not resumed:
+            self.init_from_bundle(Path(cfg.init_from))
+        self.loss_log.start(self.step)
+        self.render_cache = None  # the frozen NeRF's conditions, rendered once (training.render_cache)
+        if cfg.freeze_nerf and cfg.render_cache:
+            self.render_cache = build_render_cache(self.model, self.dataset, cfg, self.dist, self.device)
+
+    def _skip_step(self, reason: str) -> None:
+        """Drop this step's update; stop after ``max_bad_steps`` in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        if self.dist.is_main:
+            print(f"[nerfdiff] step {self.step}: {reason}, step skipped ({self.bad_steps} in a row, {self.skipped_steps} in all)")
+            if self.writer:
+                self.writer.add_scalar("train/skipped_nonfinite", self.skipped_steps, self.step)
+        if self.bad_steps >= self.cfg.max_bad_steps:
+            raise FloatingPointError(
+                f"{self.bad_steps} consecutive non-finite losses or gradients at step {self.step} (limit "
+                f"--max-bad-steps {self.cfg.max_bad_steps}). Lower --learning-rate or --cdm.learning-rate, disable "
+                "--mixed-precision, or resume from an earlier checkpoint."
+            )
+        self.step += 1
+        self.loss_log.append({"step": self.step, "skipped": True, "reason": reason})
+
+    # -- loop ---------------------------------------------------------------------------------
+    def lr_factor(self) -> float:
+        return min(1.0, (self.step + 1) / max(1, self.cfg.lr_warmup_steps))
+
+    def train_step(self) -> dict[str, float] | None:
+        cfg = self.cfg
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * self.lr_factor()
+        if self.render_cache is not None:
+            batch = make_cached_batch(self.dataset, self.render_cache, cfg, self.step, self.dist, self.device)
+        else:
+            batch = make_batch(self.dataset, cfg, self.step, self.dist, self.device)
+        use_amp = cfg.mixed_precision and self.device.type == "cuda"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = self.ddp_model(batch)
+        losses = {k: v for k, v in out.items() if k.endswith("_loss")}
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = torch.isfinite(all_reduce_mean(total.detach().float(), self.dist))
+        if not bool(finite):
+            self._skip_step("non-finite loss")
+            return None
+        total.backward()
+        # The norm is always measured (max_norm inf scales by exactly 1) so non-finite gradients
+        # (finite loss, overflowing backward) are caught before they reach the weights.
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if not bool(torch.isfinite(all_reduce_mean(grad_norm.detach().float(), self.dist))):
+            self._skip_step("non-finite gradient")
+            return None
+        self.bad_steps = 0
+        self.optimizer.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                decay = ema_decay(cfg.cdm.ema_decay, self.step)
+                for e, p in zip(self.ema.parameters(), self.cdm.parameters()):
+                    e.lerp_(p, 1.0 - decay)
+        self.step += 1
+        stats = {k: float(all_reduce_mean(v.detach().float(), self.dist)) for k, v in losses.items()}
+        stats["total_loss"] = sum(stats.values())
+        if "nerf_mse" in out:
+            stats["nerf_mse"] = float(all_reduce_mean(out["nerf_mse"].detach().float(), self.dist))
+        stats["grad_norm"] = float(grad_norm)
+        with torch.no_grad():
+            target = resize_hwc(batch["target_image"], cfg.render_resolution).permute(0, 2, 3, 1)
+            mse = all_reduce_mean(F.mse_loss(out["render"], target).float(), self.dist)
+            stats["train_psnr"] = float(-10 * torch.log10(mse.clamp(min=1e-10)))
+        self.loss_log.append({"step": self.step, **stats})
+        return stats
+
+    def evaluate(self) -> dict[str, float]:
+        """Feed-forward novel-view PSNR on a few validation objects (tensorboard gets a panel too)."""
+        psnr, panel = feed_forward_psnr(self.nerf, self.val_dataset, self.cfg.num_eval_objects, self.device)
+        if psnr is None:
+            return {}
+        if self.writer:
+            self.writer.add_image("val/input_render_target", panel, self.step, dataformats="HWC")
+        return {"val_psnr": psnr}
+
+    def run(self) -> dict[str, float]:
+        cfg = self.cfg
+        last: dict[str, float] = {}
+        progress = make_progress("pretrain", disable=not self.dist.is_main)
+        start = time.time()
+        with progress:
+            task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
+            while self.step < cfg.steps:
+                stats = self.train_step()
+                if stats is None:  # skipped; still checkpoint on schedule (and at the end)
+                    if self.step % cfg.steps_per_checkpoint == 0 or self.step == cfg.steps:
+                        self.save()
+                    progress.update(task, completed=self.step, info=f"skipped {self.skipped_steps} non-finite")
+                    continue
+                last = stats
+                if self.dist.is_main and self.writer and self.step % cfg.steps_per_log == 0:
+                    for key, value in stats.items():
+                        self.writer.add_scalar(f"train/{key}", value, self.step)
+                    self.writer.add_scalar("train/steps_per_sec", self.step / max(1e-6, time.time() - start), self.step)
+                if cfg.steps_per_eval and self.step % cfg.steps_per_eval == 0 and self.dist.is_main:
+                    last.update(self.evaluate())
+                    if self.writer:
+                        for key, value in last.items():
+                            if key.startswith("val"):
+                                self.writer.add_scalar(f"val/{key}", value, self.step)
+                if self.step % cfg.steps_per_checkpoint == 0 or self.step == cfg.steps:
+                    self.save()
+                progress.update(task, completed=self.step, info=f"loss {stats['total_loss']:.4f} psnr {stats['train_psnr']:.2f}")
+        if self.writer:
+            self.writer.flush()
+        return last

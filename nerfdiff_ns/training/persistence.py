@@ -1,0 +1,116 @@
+"""What a pretraining run reads and writes besides its steps: checkpoints, resume, ``--init-from``, bundles.
+
+A mixin of ``training.loop.Trainer`` (it uses the trainer's ``cfg``, ``dist``, ``nerf``, ``cdm``,
+``ema``, ``optimizer``, ``step`` counters, ``ckpt_dir`` and ``cameras``), kept apart so the loop
+reads as the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from nerfdiff_ns.bundle import BundleConfig, save_bundle
+from nerfdiff_ns.training import checkpoint as ckpt
+from nerfdiff_ns.training.config import architecture_differences, config_to_json
+
+
+class RunPersistence:
+    """Checkpoint state, atomic saves with bundle export, resume and warm start from a bundle."""
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "nerf": self.nerf.state_dict(),
+            "cdm": self.cdm.state_dict() if self.cdm is not None else {},
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "optimizer": self.optimizer.state_dict(),
+            "rng": ckpt.rng_state(),
+            "bad_steps": self.bad_steps,
+            "skipped_steps": self.skipped_steps,
+            "config": config_to_json(self.cfg),
+            "init_steps": self.init_steps,
+        }
+
+    def save(self) -> None:
+        if not self.dist.is_main:
+            return
+        ckpt.atomic_torch_save(self.state(), self.ckpt_dir / f"step-{self.step:09d}.pt")
+        ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
+        self.export_bundle()
+
+    def init_from_bundle(self, path: Path) -> None:
+        """Copy a bundle's NeRF and CDM (EMA too, when it has one) into this run's models."""
+        from nerfdiff_ns.bundle import BundleError, load_bundle
+
+        bundle = load_bundle(path)
+        saved = {"nerf": dataclasses.asdict(bundle.config.nerf), "cdm": bundle.config.extra.get("pretrain_config", {}).get("cdm", {})}
+        diffs = architecture_differences(json.dumps(saved, default=str), self.cfg)
+        if not bundle.config.has_cdm:
+            diffs = [d for d in diffs if not d.startswith("cdm.")]
+        if diffs:
+            raise BundleError(
+                f"--init-from {path} has a different architecture ({'; '.join(diffs)}). Use the preset and flags the "
+                "bundle was trained with (its training_config.json), or drop --init-from to start from scratch."
+            )
+        self.nerf.load_state_dict(bundle.load_nerf("cpu").state_dict())
+        if self.cdm is not None:
+            if not bundle.config.has_cdm:
+                raise BundleError(f"--init-from {path} has no CDM; pass a bundle trained with the CDM enabled.")
+            self.cdm.load_state_dict(bundle.load_cdm("cpu", ema=False).state_dict())
+            self.ema.load_state_dict(bundle.load_cdm("cpu", ema=True).state_dict())
+        self.init_steps = int(bundle.config.extra.get("trained_steps", 0)) + int(bundle.config.extra.get("init_steps", 0))
+        if self.dist.is_main:
+            print(f"[nerfdiff] initialised from bundle {path} ({self.init_steps} steps trained before)")
+
+    def maybe_resume(self) -> bool:
+        """Load the latest checkpoint of output_dir; False when there is none."""
+        path = ckpt.latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return False
+        state = ckpt.load_checkpoint(path)
+        diffs = architecture_differences(state["config"], self.cfg) if "config" in state else []
+        if diffs:
+            raise RuntimeError(
+                f"checkpoint {path} was trained with a different architecture ({'; '.join(diffs)}). Resume with the "
+                "same preset and flags, or pass --no-resume / a new --output-dir to start fresh."
+            )
+        try:
+            self.nerf.load_state_dict(state["nerf"])
+            if self.cdm is not None:
+                self.cdm.load_state_dict(state["cdm"])
+                self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise RuntimeError(
+                f"checkpoint {path} does not match this configuration ({err}). Resume with the same preset and "
+                "flags, or pass --no-resume / a new --output-dir to start fresh."
+            ) from err
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.init_steps = int(state.get("init_steps", 0))
+        if self.dist.is_main:
+            print(f"[nerfdiff] resumed from {path} at step {self.step}")
+        return True
+
+    def export_bundle(self, path: Path | None = None) -> Path:
+        from nerfdiff_ns.cdm.schedule import make_sampling_scheduler
+
+        cfg = self.cfg
+        bundle_cfg = BundleConfig(
+            nerf=dataclasses.replace(cfg.nerf, mlp_implementation="torch" if self.nerf.implementation == "torch" else "auto"),
+            cameras=self.cameras,
+            extra={"trained_steps": self.step, "init_steps": self.init_steps, "init_from": str(cfg.init_from) if cfg.init_from else None,
+                   "dataset": str(cfg.data), "pretrain_config": json.loads(config_to_json(cfg))},
+        )
+        sampling = None
+        if self.cdm is not None:
+            sampling = make_sampling_scheduler(
+                num_train_timesteps=cfg.cdm.num_train_timesteps, beta_schedule=cfg.cdm.beta_schedule,
+                prediction_type=cfg.cdm.prediction_type,
+            )
+        return save_bundle(path or Path(cfg.output_dir) / "bundle", bundle_cfg, self.nerf, self.cdm, self.ema, sampling)
