@@ -352,6 +352,10 @@ def test_init_from_a_bundle_without_cdm(tiny_data, tmp_path):
     # a NeRF-only run may start from it
     again = Trainer(make_cfg(tiny_data, tmp_path / "again", "--cdm.no-enabled", "--init-from", str(tmp_path / "nerf-only" / "bundle")))
     assert again.init_steps == 1
+    # and so may a CDM stage on its frozen NeRF (stage 2 of the NeRF-only -> CDM-only recipe): a new CDM
+    stage2 = Trainer(make_cfg(tiny_data, tmp_path / "cdm", "--init-from", str(tmp_path / "nerf-only" / "bundle"), "--freeze-nerf"))
+    assert stage2.cdm is not None and state_equal(stage2.nerf.state_dict(), again.nerf.state_dict())
+    assert stage2.train_step() is not None
 
 
 def test_freeze_nerf_trains_only_the_cdm(tiny_bundle, tmp_path):

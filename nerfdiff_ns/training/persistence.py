@@ -56,11 +56,16 @@ class RunPersistence:
                 "bundle was trained with (its training_config.json), or drop --init-from to start from scratch."
             )
         self.nerf.load_state_dict(bundle.load_nerf("cpu").state_dict())
-        if self.cdm is not None:
-            if not bundle.config.has_cdm:
-                raise BundleError(f"--init-from {path} has no CDM; pass a bundle trained with the CDM enabled.")
+        if self.cdm is not None and bundle.config.has_cdm:
             self.cdm.load_state_dict(bundle.load_cdm("cpu", ema=False).state_dict())
             self.ema.load_state_dict(bundle.load_cdm("cpu", ema=True).state_dict())
+        elif self.cdm is not None and not self.cfg.freeze_nerf:
+            raise BundleError(
+                f"--init-from {path} has no CDM; pass a bundle trained with the CDM enabled, or add --freeze-nerf to "
+                "train a new CDM on this NeRF-only bundle's frozen NeRF (the two-stage recipe)."
+            )
+        elif self.cdm is not None and self.dist.is_main:
+            print(f"[nerfdiff] {path} is NeRF-only: the CDM starts from scratch on its frozen NeRF")
         self.init_steps = int(bundle.config.extra.get("trained_steps", 0)) + int(bundle.config.extra.get("init_steps", 0))
         if self.dist.is_main:
             print(f"[nerfdiff] initialised from bundle {path} ({self.init_steps} steps trained before)")
