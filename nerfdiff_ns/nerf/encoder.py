@@ -3,12 +3,16 @@
 The default is a small 2D U-Net written here: diffusers' U-Nets are built around a timestep
 embedding that an image encoder has no use for, and the encoder has to stay tiny on the CPU.
 The ViT/DINOv2 option comes from ``transformers`` and is built from a config; pretrained weights
-are read only from a local folder the user names (never downloaded).
+are read only from a local folder the user names (never downloaded). A bundle stores the backbone's
+own transformers config (``backbone_config``), so loading it never needs that folder again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -32,6 +36,9 @@ class EncoderConfig:
     """ViT/DINOv2 patch size."""
     pretrained_path: str | None = None
     """Local folder with transformers weights for the ViT/DINOv2 backbone (never downloaded)."""
+    backbone_config: str | None = None
+    """The ViT/DINOv2 backbone's transformers config as JSON. Written by bundle export so a bundle rebuilds
+    its backbone without the pretrained folder (the weights are in the bundle); leave unset."""
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -81,8 +88,11 @@ class TransformerEncoder(nn.Module):
             cfg_cls, model_cls = transformers.Dinov2Config, transformers.Dinov2Model
         else:
             cfg_cls, model_cls = transformers.ViTConfig, transformers.ViTModel
-        if config.pretrained_path:
-            self.backbone = model_cls.from_pretrained(config.pretrained_path, local_files_only=True)
+        if config.backbone_config:
+            self.backbone = model_cls(cfg_cls.from_dict(json.loads(config.backbone_config)))
+        elif config.pretrained_path:
+            folder = pretrained_folder(config.pretrained_path, config.kind)
+            self.backbone = model_cls.from_pretrained(str(folder), local_files_only=True)
         else:
             cfg = cfg_cls(
                 image_size=image_size, patch_size=config.vit_patch_size, hidden_size=config.vit_hidden_size,
@@ -90,6 +100,11 @@ class TransformerEncoder(nn.Module):
                 intermediate_size=4 * config.vit_hidden_size,
             )
             self.backbone = model_cls(cfg)
+        # Parameters the forward never uses (ViT's pooler over CLS, DINOv2's mask token for masked
+        # training) get no gradient; DDP refuses a step with such parameters, so they are frozen.
+        for name, param in self.backbone.named_parameters():
+            if name.startswith("pooler.") or name == "embeddings.mask_token":
+                param.requires_grad_(False)
         hidden = self.backbone.config.hidden_size
         self.patch_size = self.backbone.config.patch_size
         self.head = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU(), nn.Conv2d(hidden, out_channels, 1))
@@ -103,6 +118,37 @@ class TransformerEncoder(nn.Module):
         gh, gw = height // self.patch_size, width // self.patch_size
         tokens = tokens[:, : gh * gw].transpose(1, 2).reshape(image.shape[0], -1, gh, gw)
         return self.head(tokens)
+
+
+PRETRAINED_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                           "pytorch_model.bin.index.json")
+
+
+def pretrained_folder(path: str, kind: str) -> Path:
+    """Check that ``path`` is a local transformers folder of the right model type, before transformers reads it
+    (for a missing folder it would otherwise treat the path as a Hub repo id and fail with a download message)."""
+    folder = Path(path).expanduser()
+    model = "Dinov2Model" if kind == "dinov2" else "ViTModel"
+    fix = (f"save one with transformers' `{model}.save_pretrained(folder)`, or download it on a machine with internet "
+           f"(e.g. `hf download facebook/dinov2-small --local-dir FOLDER`) and copy it here: weights are never downloaded "
+           "at run time. Or drop --nerf.encoder.pretrained-path to train the backbone from scratch.")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--nerf.encoder.pretrained-path {folder}: no such folder. Give a local folder with "
+                                f"config.json and model.safetensors; {fix}")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder / 'config.json'} is missing: {folder} is not a transformers model folder; {fix}")
+    if not any((folder / name).is_file() for name in PRETRAINED_WEIGHT_FILES):
+        raise FileNotFoundError(f"{folder} has config.json but no weights (none of {', '.join(PRETRAINED_WEIGHT_FILES)}); {fix}")
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"{folder / 'config.json'} is not a transformers config ({err}); {fix}") from err
+    if model_type != kind:
+        other = (f"set --nerf.encoder.kind {model_type}" if model_type in ("vit", "dinov2")
+                 else "only 'vit' and 'dinov2' models are supported")
+        raise ValueError(f"{folder} holds a {model_type!r} model but --nerf.encoder.kind is {kind!r}: {other}, or point "
+                         f"to a {kind} folder.")
+    return folder
 
 
 class TriplaneEncoder(nn.Module):
@@ -126,3 +172,10 @@ class TriplaneEncoder(nn.Module):
         if feats.shape[-1] != size or feats.shape[-2] != size:
             feats = F.interpolate(feats, size=(size, size), mode="bilinear", align_corners=False)
         return feats.view(image.shape[0], 3, self.triplane_channels, size, size)
+
+    def bundle_config(self, config: EncoderConfig) -> EncoderConfig:
+        """``config`` as a bundle stores it: for ViT/DINOv2 with the backbone's transformers config, so the
+        bundle loads without the pretrained folder it may have started from."""
+        if isinstance(self.backbone, TransformerEncoder):
+            return dataclasses.replace(config, backbone_config=json.dumps(json.loads(self.backbone.backbone.config.to_json_string(use_diff=False))))
+        return config

@@ -148,6 +148,10 @@ def architecture_differences(saved_config_json: str, cfg: PretrainConfig) -> lis
     """``["nerf.triplane_channels: 8 (checkpoint) != 16 (now)", ...]`` for the architecture settings."""
     saved = json.loads(saved_config_json)
     now = json.loads(config_to_json(cfg))
+    for side in (saved, now):  # written by bundle export (the ViT/DINOv2 config it resolved), not a setting
+        encoder = side.get("nerf", {}).get("encoder")
+        if isinstance(encoder, dict):
+            encoder.pop("backbone_config", None)
     keys = [("nerf", k) for k in now["nerf"] if k not in NERF_RENDER_ONLY_KEYS]
     keys += [("cdm", k) for k in CDM_ARCHITECTURE_KEYS]
     diffs = []

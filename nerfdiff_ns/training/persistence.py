@@ -107,7 +107,8 @@ class RunPersistence:
 
         cfg = self.cfg
         bundle_cfg = BundleConfig(
-            nerf=dataclasses.replace(cfg.nerf, mlp_implementation="torch" if self.nerf.implementation == "torch" else "auto"),
+            nerf=dataclasses.replace(cfg.nerf, mlp_implementation="torch" if self.nerf.implementation == "torch" else "auto",
+                                     encoder=self.nerf.encoder.bundle_config(cfg.nerf.encoder)),
             cameras=self.cameras,
             extra={"trained_steps": self.step, "init_steps": self.init_steps, "init_from": str(cfg.init_from) if cfg.init_from else None,
                    "dataset": str(cfg.data), "pretrain_config": json.loads(config_to_json(cfg))},
