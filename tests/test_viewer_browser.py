@@ -151,3 +151,60 @@ def test_viewer_refreshes_while_ngd_runs(browser, tmp_path: Path) -> None:
             Path(target).mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / "viewer.png", Path(target) / "viewer.png")
         print(f"[test] viewer screenshot: {tmp_path / 'viewer.png'}")
+
+
+def test_splat_viewer_renders_camera_moves_in_the_browser(browser, tmp_path: Path) -> None:
+    """``nerfdiff-view-splat`` in headless Chromium: it renders the browser's camera, and again after a drag."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from nerfdiff_ns.export.splat_ply import GaussianCloud, write_splat_ply
+
+    gen = torch.Generator().manual_seed(0)
+    n = 400
+    means = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1) * 0.6 * torch.rand(n, 1, generator=gen)
+    means[:, 0] *= 1.6  # an elongated red blob: it looks different from the side
+    cloud = GaussianCloud(means, torch.full((n, 3), -2.6), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                          torch.full((n,), 2.0), torch.tensor([[1.5, -1.5, -1.5]]).repeat(n, 1),
+                          meta={"image_size": [32, 32], "fov_degrees": 45.0, "distance": 2.7})
+    ply = write_splat_ply(tmp_path / "blob.ply", cloud, sh_degree=0)
+    port = free_port()
+    log_path = tmp_path / "view-splat.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(BIN / "nerfdiff-view-splat"), str(ply), "--port", str(port), "--host", "127.0.0.1"],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        up = wait_for(lambda: "serving" in log_path.read_text() or proc.poll() is not None, 120)
+        assert up and proc.poll() is None, log_path.read_text()[-2000:]
+        page = browser.new_page(viewport={"width": 800, "height": 600})
+        page.goto(f"http://127.0.0.1:{port}", wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_text("Connected", exact=True).wait_for(timeout=60_000)
+        page.get_by_text(re.compile(r"\d+ ms/frame")).wait_for(timeout=60_000)  # a frame was rendered for this camera
+        time.sleep(1.0)
+
+        def red_share(path: Path) -> tuple[float, np.ndarray]:
+            pixels = np.asarray(Image.open(path).convert("RGB")).astype(np.float32)[:, :520]  # left of the panel
+            red = (pixels[..., 0] > 150) & (pixels[..., 1] < 120) & (pixels[..., 2] < 120)
+            return float(red.mean()), red
+
+        page.screenshot(path=str(tmp_path / "splat_before.png"))
+        before, mask_before = red_share(tmp_path / "splat_before.png")
+        assert before > 0.01, f"no splat on screen (red share {before:.4f})"
+        page.mouse.move(260, 300)
+        page.mouse.down()
+        page.mouse.move(420, 200, steps=12)
+        page.mouse.up()
+        time.sleep(3.0)
+        page.screenshot(path=str(tmp_path / "splat_after.png"))
+        after, mask_after = red_share(tmp_path / "splat_after.png")
+        assert after > 0.01, f"splat gone after the camera move (red share {after:.4f})"
+        assert (mask_before != mask_after).mean() > 0.002, "the view did not change after dragging the camera"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
