@@ -18,6 +18,7 @@ cheap and must never raise.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from types import TracebackType
@@ -61,7 +62,6 @@ def use_bundled_ffmpeg() -> None:
     """
     if shutil.which("ffmpeg"):
         return
-    import os
     import tempfile
     from pathlib import Path
 
@@ -94,7 +94,7 @@ def make_excepthook(previous: Callable[..., object]) -> Callable[[Type[BaseExcep
             from nerfdiff_ns.cli import format_user_error, is_user_error
 
             if is_user_error(exc):
-                prog = __import__("os").path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "nerfdiff"
+                prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "nerfdiff"
                 print(format_user_error(exc, prog), file=sys.stderr)
                 return  # the interpreter still exits with status 1
         except Exception:  # never hide the real error behind a failure of this hook

@@ -53,6 +53,22 @@ def wait_for(predicate, timeout: float, interval: float = 0.25):
     return None
 
 
+def start_logged(args: list[str], cwd: Path, log_path: Path, env: dict) -> subprocess.Popen:
+    """Start a server in its own process group, stdout and stderr into ``log_path``."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate the server's whole process group (SIGKILL after 30 s)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture()
 def browser():
     exe = chromium_path()
@@ -92,8 +108,7 @@ def test_viewer_refreshes_while_ngd_runs(browser, tmp_path: Path) -> None:
         "--pipeline.ngd.nerf-iters-per-step", "6",
         "nerfdiff-image", "--data", str(example / "904_input.png"), "--camera-file", str(example / "904_camera.json"),
     ]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_logged(args, tmp_path, log_path, env)
     try:
         up = wait_for(lambda: "Viewer running locally" in log_path.read_text() or proc.poll() is not None, 240)
         assert up and proc.poll() is None, f"ns-train did not start its viewer:\n{log_path.read_text()[-3000:]}"
@@ -140,12 +155,7 @@ def test_viewer_refreshes_while_ngd_runs(browser, tmp_path: Path) -> None:
         assert wait_for(lambda: "NGD guidance gamma set to 3.5" in log_path.read_text(), 30), (
             f"gamma typed into the viewer panel did not reach the pipeline:\n{log_path.read_text()[-2000:]}")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
         target = os.environ.get("NERFDIFF_TEST_OUTPUT")
         if target and (tmp_path / "viewer.png").is_file():
             Path(target).mkdir(parents=True, exist_ok=True)
@@ -172,9 +182,8 @@ def test_splat_viewer_renders_camera_moves_in_the_browser(browser, tmp_path: Pat
     port = free_port()
     log_path = tmp_path / "view-splat.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(BIN / "nerfdiff-view-splat"), str(ply), "--port", str(port), "--host", "127.0.0.1"],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_logged([str(BIN / "nerfdiff-view-splat"), str(ply), "--port", str(port), "--host", "127.0.0.1"],
+                        tmp_path, log_path, env)
     try:
         up = wait_for(lambda: "serving" in log_path.read_text() or proc.poll() is not None, 120)
         assert up and proc.poll() is None, log_path.read_text()[-2000:]
@@ -202,9 +211,4 @@ def test_splat_viewer_renders_camera_moves_in_the_browser(browser, tmp_path: Pat
         assert after > 0.01, f"splat gone after the camera move (red share {after:.4f})"
         assert (mask_before != mask_after).mean() > 0.002, "the view did not change after dragging the camera"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)

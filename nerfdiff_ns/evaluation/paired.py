@@ -50,18 +50,18 @@ def _differences(records: Dict[str, Dict[str, Any]], ids: Sequence[str], a: str,
     return diffs
 
 
+def _pair_stats(records: Dict[str, Dict[str, Any]], ids: Sequence[str], a: str, b: str,
+                higher_is_better: Dict[str, Optional[bool]], metrics: Sequence[str]) -> Dict[str, Any]:
+    """``{metric: paired_stats}`` of method a minus method b over the objects that have both."""
+    return {metric: paired_stats(_differences(records, ids, a, b, metric), higher_is_better.get(metric, True)) for metric in metrics}
+
+
 def paired_differences(records: Dict[str, Dict[str, Any]], ids: Sequence[str], methods: Sequence[str],
                        baseline: str, higher_is_better: Dict[str, Optional[bool]],
                        metrics: Sequence[str] = PAIRED_METRICS) -> Dict[str, Any]:
     """Each method minus the baseline: ``{"baseline": b, "methods": {m: {metric: paired_stats}}}``."""
-    out: Dict[str, Any] = {"baseline": baseline, "methods": {}}
-    for method in methods:
-        if method != baseline:
-            out["methods"][method] = {
-                metric: paired_stats(_differences(records, ids, method, baseline, metric), higher_is_better.get(metric, True))
-                for metric in metrics
-            }
-    return out
+    versus = {m: _pair_stats(records, ids, m, baseline, higher_is_better, metrics) for m in methods if m != baseline}
+    return {"baseline": baseline, "methods": versus}
 
 
 def lead_differences(records: Dict[str, Dict[str, Any]], ids: Sequence[str], methods: Sequence[str], lead: str,
@@ -69,14 +69,8 @@ def lead_differences(records: Dict[str, Dict[str, Any]], ids: Sequence[str], met
                      metrics: Sequence[str] = PAIRED_METRICS) -> Dict[str, Any]:
     """The lead method (NGD) minus each other method: ``{"lead": l, "versus": {m: {metric: paired_stats}}}``;
     'ahead' is then the share of objects on which the lead method is better."""
-    out: Dict[str, Any] = {"lead": lead, "versus": {}}
-    for method in methods:
-        if method != lead:
-            out["versus"][method] = {
-                metric: paired_stats(_differences(records, ids, lead, method, metric), higher_is_better.get(metric, True))
-                for metric in metrics
-            }
-    return out
+    versus = {m: _pair_stats(records, ids, lead, m, higher_is_better, metrics) for m in methods if m != lead}
+    return {"lead": lead, "versus": versus}
 
 
 def _cell(stat: Dict[str, Any], digits: int) -> str:
