@@ -45,6 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from nerfdiff_ns.bundle import load_bundle
+    from nerfdiff_ns.cdm.conditions import render_condition_views
     from nerfdiff_ns.cdm.guidance import NGDTrajectories
     from nerfdiff_ns.cdm.schedule import alpha_sigma, ngd_timesteps, x0_from_prediction
     from nerfdiff_ns.cdm.unet import from_diffusion_range, relative_camera, to_diffusion_range
@@ -84,17 +85,20 @@ def main() -> None:
             tri = nerf.encode(imgs[input_view : input_view + 1])
             source = SourceView(c2w[input_view : input_view + 1], k, (h, w))
             targets = [i for i in range(imgs.shape[0]) if i != input_view]
-            renders = torch.cat([nerf.render_image(tri, source, c2w[i : i + 1], k, h, w)["rgb"] for i in targets]).clamp(0, 1)
+            kinds = tuple(getattr(cdm.config, "condition_kinds", ()) or ())  # extra NeRF-rendered conditions
+            renders = render_condition_views(nerf, tri, source, c2w[targets], k, h, kinds)
             gt = imgs[targets].permute(0, 3, 1, 2)
-            r = renders.permute(0, 3, 1, 2)
+            full = renders.permute(0, 3, 1, 2)
+            r = full[:, :3]
             scores.setdefault("render", []).append(score(r, gt))
-            cond, src = to_diffusion_range(r), to_diffusion_range(imgs[input_view].permute(2, 0, 1))[None].expand(len(targets), -1, -1, -1)
+            cond = to_diffusion_range(full)  # the CDM's whole condition; its RGB is the render R
+            src = to_diffusion_range(imgs[input_view].permute(2, 0, 1))[None].expand(len(targets), -1, -1, -1)
             rel = relative_camera(c2w[input_view][None].expand(len(targets), 4, 4), c2w[targets]) if cdm.config.camera_embedding_dim else None
             for t in args.timesteps:
-                noise = torch.randn(cond.shape, generator=gen).to(device)
+                noise = torch.randn(gt.shape, generator=gen).to(device)
                 alpha, sigma = alpha_sigma(scheduler, t, cond.device)
                 ts = torch.full((len(targets),), t, dtype=torch.long, device=device)
-                for key, start in (("sdedit", cond), ("oracle", to_diffusion_range(gt))):
+                for key, start in (("sdedit", cond[:, :3]), ("oracle", to_diffusion_range(gt))):
                     z = alpha * start + sigma * noise
                     pred = cdm.predict_with_cfg(z, ts, cond, src, rel, 1.0)
                     x0 = from_diffusion_range(x0_from_prediction(scheduler, z, pred, t, cdm.config.prediction_type).clamp(-1, 1))

@@ -93,9 +93,11 @@ class VirtualViewDiffusion:
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.step_index = 0
         self.last_info = None
+        # The extra NeRF-rendered channels this CDM expects after the RGB render (cdm.conditions)
+        self.condition_kinds: tuple[str, ...] = tuple(getattr(cdm.config, "condition_kinds", ()) or ())
 
     def _cond(self, renders01: torch.Tensor) -> torch.Tensor:
-        """[V, H, W, 3] in [0, 1] -> [V, 3, h, w] in [-1, 1] at CDM resolution."""
+        """[V, H, W, 3 + E] in [0, 1] (RGB, extra conditions) -> [V, 3 + E, h, w] in [-1, 1] at CDM resolution."""
         from nerfdiff_ns.cdm.unet import resize_to, to_diffusion_range
 
         return to_diffusion_range(resize_to(renders01.permute(0, 3, 1, 2).float().to(self.device), self.resolution))

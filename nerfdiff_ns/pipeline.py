@@ -106,19 +106,23 @@ class NerfDiffPipeline(VanillaPipeline):
         return torch.tensor([fx * scale, fy * scale, size / 2, size / 2])
 
     @torch.no_grad()
-    def render_virtual_views(self, size: int) -> torch.Tensor:
-        """Current NeRF renders ``[V, size, size, 3]`` of the virtual cameras."""
+    def render_virtual_views(self, size: int, kinds: tuple[str, ...] = (), chunk: int = 8192) -> torch.Tensor:
+        """Current NeRF renders ``[V, size, size, 3 + E]`` of the virtual cameras: RGB, then the extra CDM
+        conditions ``kinds`` (see ``cdm.conditions``).
+
+        All views' rays go through the one triplane as a single ray set, in chunks of ``chunk`` rays
+        (8 views at 32 px are one call), instead of one ``render_image`` per view.
+        """
+        from nerfdiff_ns.cdm.conditions import render_condition_views
+
         model = self.model
         c2w = self.virtual_c2w.to(self.device)
-        k = self.virtual_intrinsics(size).to(self.device)[None].expand(c2w.shape[0], 4)
+        k = self.virtual_intrinsics(size).to(self.device)
         was_training = model.training
         model.eval()
-        renders = [
-            model.nerf.render_image(model.triplane, model.source, c2w[i : i + 1], k[i : i + 1], size, size)["rgb"]
-            for i in range(c2w.shape[0])
-        ]
+        renders = render_condition_views(model.nerf, model.triplane, model.source, c2w, k, size, kinds, chunk)
         model.train(was_training)
-        return torch.cat(renders).clamp(0, 1)
+        return renders
 
     def advance_ngd(self, step: int) -> None:
         """Run the diffusion work that is due before NeRF iteration ``step``."""
@@ -127,18 +131,19 @@ class NerfDiffPipeline(VanillaPipeline):
             return
         diffusion = self.diffusion
         size = diffusion.resolution[0]
+        kinds = diffusion.condition_kinds
         dm = self.datamanager
         if ngd.mode == "sample-then-fit":
             if dm.virtual_cameras is None:
-                targets = diffusion.sample_independently(self.render_virtual_views(size))
+                targets = diffusion.sample_independently(self.render_virtual_views(size, kinds))
                 self._set_virtual(targets, size)
             return
         if ngd.mode == "sds":  # pure score distillation: no virtual targets, only the SDS loss (sds_loss)
             return
         if dm.virtual_cameras is None:
-            self._set_virtual(diffusion.start(self.render_virtual_views(size)), size)
+            self._set_virtual(diffusion.start(self.render_virtual_views(size, kinds)), size)
         if not diffusion.done and step >= diffusion.step_index * ngd.nerf_iters_per_step:
-            targets = diffusion.step(self.render_virtual_views(size))
+            targets = diffusion.step(self.render_virtual_views(size, kinds))
             dm.update_virtual_targets(targets)
             info = diffusion.last_info
             self.ngd_progress = {"diffusion_step": float(diffusion.step_index), "t": float(info.t), "w_t": float(info.w_t)}
@@ -153,6 +158,7 @@ class NerfDiffPipeline(VanillaPipeline):
 
     def sds_loss(self, step: int) -> torch.Tensor:
         """Score distillation on one random virtual view rendered with gradients."""
+        from nerfdiff_ns.cdm.conditions import condition_image
         from nerfdiff_ns.cdm.guidance import sds_gradient, sds_loss
         from nerfdiff_ns.cdm.unet import to_diffusion_range
         from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
@@ -163,11 +169,16 @@ class NerfDiffPipeline(VanillaPipeline):
         c2w = self.virtual_c2w[view : view + 1].to(self.device)
         k = self.virtual_intrinsics(size).to(self.device)[None]
         o, d = camera_rays(c2w, k, image_pixels(size, size, self.device)[None])
-        rgb = self.model.nerf.render_rays(self.model.triplane, self.model.source, o, d, jitter=True)["rgb"]
-        image = to_diffusion_range(rgb.view(1, size, size, 3).permute(0, 3, 1, 2))
+        out = self.model.nerf.render_rays(self.model.triplane, self.model.source, o, d, jitter=True)
+        image = to_diffusion_range(out["rgb"].view(1, size, size, 3).permute(0, 3, 1, 2))
+        renders = None  # the CDM's condition is the image itself, plus its extra channels when it has any
+        if diffusion.condition_kinds:
+            cond = condition_image({k: v.detach() for k, v in out.items()}, diffusion.condition_kinds,
+                                   c2w[:, :3, 3].norm(dim=-1), self.model.nerf.config.object_radius)
+            renders = to_diffusion_range(cond.view(1, size, size, -1).permute(0, 3, 1, 2)).to(diffusion.device)
         rel = None if diffusion.relative is None else diffusion.relative[view : view + 1]
         grad, _ = sds_gradient(diffusion.cdm, diffusion.scheduler, image.to(diffusion.device), diffusion.source, rel,
-                               cfg_scale=self.config.ngd.cfg_scale, generator=diffusion.generator)
+                               renders=renders, cfg_scale=self.config.ngd.cfg_scale, generator=diffusion.generator)
         return sds_loss(image, grad.to(image.device)) / (size * size)
 
     # ---- nerfstudio hooks -----------------------------------------------------------------

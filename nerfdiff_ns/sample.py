@@ -46,6 +46,7 @@ class SampleConfig:
 
 
 def sample_views(cfg: SampleConfig) -> list[Path]:
+    from nerfdiff_ns.cdm.conditions import render_condition_views
     from nerfdiff_ns.bundle import load_bundle
     from nerfdiff_ns.data.cameras import virtual_cameras
     from nerfdiff_ns.data.dataparsers import SingleImageDataParserConfig, default_bundle_path
@@ -71,9 +72,8 @@ def sample_views(cfg: SampleConfig) -> list[Path]:
     with torch.no_grad():
         triplane = nerf.encode(image[None].to(device))
         source = SourceView(c2w[None].to(device), intrinsics[None].to(device), (image.shape[0], image.shape[1]))
-        renders = torch.cat([
-            nerf.render_image(triplane, source, targets[i : i + 1].to(device), k, size, size)["rgb"] for i in range(len(targets))
-        ]).clamp(0, 1)
+        kinds = tuple(getattr(cdm.config, "condition_kinds", ()) or ())
+        renders = render_condition_views(nerf, triplane, source, targets.to(device), k, size, kinds)
         ngd = NGDConfig(num_virtual_views=cfg.num_views, cfg_scale=cfg.cfg_scale, use_ema=cfg.use_ema, seed=cfg.seed)
         diffusion = VirtualViewDiffusion(cdm, scheduler, ngd, image.to(device), c2w.to(device), targets)
         samples = diffusion.sample_independently(renders, num_steps=cfg.num_steps)
@@ -81,7 +81,7 @@ def sample_views(cfg: SampleConfig) -> list[Path]:
     written = []
     for i in range(len(targets)):
         written.append(save_rgb(cfg.output_dir / f"view_{i:02d}.png", samples[i].cpu()))
-        save_rgb(cfg.output_dir / f"render_{i:02d}.png", renders[i].cpu())
+        save_rgb(cfg.output_dir / f"render_{i:02d}.png", renders[i, ..., :3].cpu())
     (cfg.output_dir / "cameras.json").write_text(json.dumps({
         "camera_to_world": targets.tolist(), "intrinsics": k[0].tolist(), "height": size, "width": size,
         "note": "nerfstudio world (object at the origin, +Z up), OpenGL camera axes",

@@ -69,3 +69,31 @@ def test_batched_render_rays_without_jitter_and_with_generator_lists(tiny_data, 
                 torch.testing.assert_close(whole[key][b : b + 1], one[key], rtol=1e-5, atol=1e-6)
         with pytest.raises(ValueError, match="2 generators for a batch of 3"):
             nerf.render_rays(tri, source, o, d, jitter=True, generator=[torch.Generator(), torch.Generator()])
+
+
+def test_ngd_renders_all_virtual_views_in_one_ray_set_equal_to_one_view_at_a_time(tiny_data, tmp_path):
+    """NerfDiffPipeline.render_virtual_views batches the views' rays; it must equal render_image per view."""
+    from types import SimpleNamespace
+
+    from nerfdiff_ns.data.cameras import virtual_cameras
+    from nerfdiff_ns.pipeline import NerfDiffPipeline
+
+    trainer = _trainer(tiny_data, tmp_path)
+    nerf = trainer.nerf.eval()
+    batch = make_batch(trainer.dataset, trainer.cfg, 0, trainer.dist, trainer.device)
+    src = batch["source_image"][:1]
+    source = SourceView(batch["source_c2w"][:1], batch["intrinsics"][:1], tuple(src.shape[1:3]))
+    with torch.no_grad():
+        triplane = nerf.encode(src)
+    c2w = virtual_cameras(batch["source_c2w"][0], 5, 360.0, (0.0, 30.0))
+    k = torch.tensor([12.0, 12.0, 6.0, 6.0])
+    fake = SimpleNamespace(model=SimpleNamespace(nerf=nerf, triplane=triplane, source=source, training=False,
+                                                 eval=lambda: None, train=lambda flag: None),
+                           virtual_c2w=c2w, device=torch.device("cpu"), virtual_intrinsics=lambda size: k)
+    batched = NerfDiffPipeline.render_virtual_views(fake, 12, chunk=100)  # chunks that cut across views
+    with torch.no_grad():
+        looped = torch.cat([nerf.render_image(triplane, source, c2w[i : i + 1], k[None], 12, 12)["rgb"]
+                            for i in range(5)]).clamp(0, 1)
+    assert batched.shape == (5, 12, 12, 3)
+    torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(batched[0], batched[2])

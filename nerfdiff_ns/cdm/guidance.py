@@ -200,8 +200,10 @@ class NGDTrajectories:
         generator: Optional[torch.Generator] = None,
         resolution: Optional[Tuple[int, int]] = None,
     ) -> "NGDTrajectories":
-        """I^pi <- render (resized to `resolution`, default: as given), eps^pi ~ N(0, I) from `generator`."""
-        renders = renders.detach().float()
+        """I^pi <- render (resized to `resolution`, default: as given), eps^pi ~ N(0, I) from `generator`.
+
+        Only the render's RGB channels start the targets (extra condition channels are not images)."""
+        renders = renders[:, :3].detach().float()
         if resolution is not None:
             renders = resize_to(renders, tuple(resolution))
         self.targets = renders.clone()
@@ -228,8 +230,9 @@ class NGDTrajectories:
     ) -> NGDStepInfo:
         """Advance every trajectory by one step at integer timestep `t` (see module docstring).
 
-        renders [V,3,h,w] (resized to the targets' resolution), source_image [1 or V,3,h,w],
-        relative_cameras [V,12] or None, all images in [-1, 1]. Updates `targets` and `noise`.
+        renders [V,3+E,h,w] (resized to the targets' resolution; RGB, then the CDM's extra conditions),
+        source_image [1 or V,3,h,w], relative_cameras [V,12] or None, all images in [-1, 1]. The RGB
+        channels are the guidance target R. Updates `targets` and `noise`.
         """
         if self.targets is None or self.noise is None:
             raise RuntimeError("call init() first")
@@ -254,13 +257,14 @@ class NGDTrajectories:
             eps_hat = eps_from_x0(self.scheduler, z, x0_hat, t)
         else:
             eps_hat = eps_from_prediction(self.scheduler, z, pred, t, kind)
+        image = renders[:, :3]
         self.targets, self.noise, weight = nerf_guided_update(
-            z, x0_hat, eps_hat, renders, alpha, sigma, gamma, guidance_form, self.clip_x0, current=self.targets
+            z, x0_hat, eps_hat, image, alpha, sigma, gamma, guidance_form, self.clip_x0, current=self.targets
         )
         return NGDStepInfo(
             t=t,
             w_t=float(weight.flatten()[0]),
-            mean_abs_x0_minus_render=float((x0_hat - renders).abs().mean()),
+            mean_abs_x0_minus_render=float((x0_hat - image).abs().mean()),
             x0=x0_hat,
         )
 
@@ -284,16 +288,17 @@ def sample_cdm(
     From pure noise at t = T-1 (`t_start=None`), or SDEdit-style from the render noised to
     `t_start` (a fraction of T-1, as in `ngd_timesteps`). Steps: `ngd_timesteps(num_steps, t_max, 0)`,
     each step going straight to the next listed timestep and finally to the clean end.
-    The output has the resolution of `renders`.
+    The output has the resolution of `renders` ([V,3+E,h,w]: RGB, then the CDM's extra conditions).
     """
     renders = renders.detach().float()
+    image = renders[:, :3]
     views = renders.shape[0]
     source_image = _expand_views(source_image.detach(), views)
     relative_cameras = _expand_views(relative_cameras, views)
     t_max = 1.0 if t_start is None else float(t_start)
     timesteps = ngd_timesteps(num_steps, t_max, 0.0, scheduler.config.num_train_timesteps).tolist()
-    noise = _randn(tuple(renders.shape), renders, generator)
-    z = noise if t_start is None else noisy_from_x0(scheduler, renders, noise, timesteps[0])
+    noise = _randn(tuple(image.shape), image, generator)
+    z = noise if t_start is None else noisy_from_x0(scheduler, image, noise, timesteps[0])
     kind = model.config.prediction_type
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1

@@ -192,8 +192,15 @@ def diffusion_loss(
     timesteps: Optional[torch.Tensor] = None,
     noise: Optional[torch.Tensor] = None,
     drop_conditions: Optional[torch.Tensor] = None,
+    start: Optional[torch.Tensor] = None,
+    sample_weights: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Denoising loss for one batch: MSE(model(z_t, t | render, source, camera), target).
+
+    ``start`` (default x0) is the image that is noised, z_t = alpha_t start + sigma_t eps; the network
+    still regresses toward x0, i.e. the noise target becomes eps* = (z_t - alpha_t x0) / sigma_t
+    (render-start training: ``start`` = the NeRF's render, as NGD re-noises it). ``sample_weights``
+    [B] weight the per-sample losses (mean of weighted losses).
 
     x0, nerf_render, source_image in [-1, 1], [B, 3, *, *]. Unless given, t ~ U{0..T-1}, eps ~ N(0, I)
     and the CFG drop mask ~ Bernoulli(model.config.condition_dropout_prob) come from `generator`
@@ -213,17 +220,33 @@ def diffusion_loss(
         drop_conditions = model.sample_drop_mask(batch, generator)
     drop_conditions = drop_conditions.to(x0.device)
 
-    noisy = scheduler.add_noise(x0, noise, timesteps)
     prediction_type = model.config.prediction_type
-    target = training_target(scheduler, x0, noise, timesteps, prediction_type)
+    if start is None:
+        noisy = scheduler.add_noise(x0, noise, timesteps)
+        target = training_target(scheduler, x0, noise, timesteps, prediction_type)
+    else:
+        noisy = noisy_from_x0(scheduler, start, noise, timesteps)
+        target = training_target(scheduler, x0, eps_from_x0(scheduler, noisy, x0, timesteps), timesteps, prediction_type)
     pred = model(noisy, timesteps, nerf_render, source_image, relative_camera, drop_conditions=drop_conditions)
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    loss = per_sample.mean() if sample_weights is None else (per_sample * sample_weights.to(per_sample)).mean()
     info = {
         "timesteps": timesteps.detach(),
         "drop_fraction": float(drop_conditions.float().mean()),
         "loss_per_sample": per_sample.detach(),
     }
-    return per_sample.mean(), info
+    return loss, info
+
+
+def min_snr_weight(scheduler: SchedulerMixin, t: torch.Tensor, snr_gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-gamma loss weight of an epsilon loss, min(SNR_t, gamma) / SNR_t (Hang et al. 2023), [B].
+
+    SNR = alpha^2 / sigma^2; (sigma / alpha)^2 times an epsilon MSE is the x0 MSE, so at low noise this
+    weights x0 errors by gamma instead of letting eps* = (z - alpha x0) / sigma blow up as sigma -> 0.
+    """
+    alpha, sigma = alpha_sigma(scheduler, t)
+    snr = (alpha**2 / sigma.clamp(min=1e-6) ** 2).view(-1)
+    return snr.clamp(max=snr_gamma) / snr
 
 
 def ngd_timesteps(

@@ -3,7 +3,9 @@
 A `diffusers.UNet2DModel` that denoises a target view `x_t` given two image conditions that are
 concatenated as extra input channels:
 
-* the NeRF's rendering of that same target view (what makes the CDM "3D-aware"), and
+* the NeRF's rendering of that same target view (what makes the CDM "3D-aware"), optionally with
+  extra pixel-aligned channels rendered from the NeRF (depth, opacity: `condition_kinds`, see
+  `cdm.conditions`), and
 * the input image `I_s`,
 
 plus, optionally, the relative camera source -> target fed through a small MLP into the UNet's
@@ -71,7 +73,7 @@ def resize_to(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 class ConditionalDiffusionModel(ModelMixin, ConfigMixin):
-    """UNet2DModel on [x_t | NeRF render | source image] (9 channels) -> 3-channel prediction.
+    """UNet2DModel on [x_t | NeRF render (+ extra conditions) | source image] (9 + E channels) -> 3-channel prediction.
 
     `prediction_type` ("epsilon" or "v_prediction") says what the output means; the schedule and
     guidance code read it from `model.config.prediction_type`.
@@ -94,6 +96,7 @@ class ConditionalDiffusionModel(ModelMixin, ConfigMixin):
         prediction_type: str = "epsilon",
         camera_embedding_dim: int = 0,
         condition_dropout_prob: float = 0.1,
+        condition_kinds: Sequence[str] = (),
     ) -> None:
         """Build the UNet.
 
@@ -101,12 +104,17 @@ class ConditionalDiffusionModel(ModelMixin, ConfigMixin):
         (one bool per level; default: attention only at the coarsest level).
         `norm_num_groups=None` picks the largest of 32, 16, 8, ... dividing every channel count,
         so tiny test models (8, 16) work. `camera_embedding_dim=0` disables the camera input.
+        `condition_kinds` names the extra channels the render condition carries after its RGB (recorded in
+        the config, so a bundle says which conditions its CDM expects).
         """
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
         if not 0.0 <= condition_dropout_prob < 1.0:
             raise ValueError(f"condition_dropout_prob must be in [0, 1), got {condition_dropout_prob}")
+        from .conditions import check_condition_kinds
+
+        self.extra_condition_channels = len(check_condition_kinds(condition_kinds))
         channels = tuple(int(c) for c in block_out_channels)
         if down_block_types is None or up_block_types is None:
             levels = (
@@ -122,7 +130,7 @@ class ConditionalDiffusionModel(ModelMixin, ConfigMixin):
 
         self.unet = UNet2DModel(
             sample_size=sample_size,
-            in_channels=IMAGE_CHANNELS + CONDITION_CHANNELS,
+            in_channels=IMAGE_CHANNELS + CONDITION_CHANNELS + self.extra_condition_channels,
             out_channels=IMAGE_CHANNELS,
             down_block_types=tuple(down_block_types),
             up_block_types=tuple(up_block_types),
@@ -168,14 +176,20 @@ class ConditionalDiffusionModel(ModelMixin, ConfigMixin):
     ) -> torch.Tensor:
         """Predict eps (or v) for `noisy` [B,3,H,W] at integer `timesteps` ([B] or scalar).
 
-        `nerf_render` and `source_image` ([B,3,h,w], any h,w, range [-1,1]) are bilinearly resized to
-        H,W. `relative_camera` [B,12] is required iff `camera_embedding_dim > 0`.
+        `nerf_render` [B,3+E,h,w] (RGB, then the E = len(condition_kinds) extra conditions) and
+        `source_image` [B,3,h,w] (any h,w, range [-1,1]) are bilinearly resized to H,W. `relative_camera` [B,12] is required iff `camera_embedding_dim > 0`.
         `drop_conditions` [B] bool (or one bool) selects samples that get the null condition.
         """
         batch, size = noisy.shape[0], tuple(noisy.shape[-2:])
         dtype = self.dtype
         render = resize_to(nerf_render.to(dtype), size)
         source = resize_to(source_image.to(dtype), size)
+        expected = IMAGE_CHANNELS + self.extra_condition_channels
+        if render.shape[1] != expected:
+            raise ValueError(
+                f"this CDM expects a {expected}-channel render condition (RGB + {list(self.config.condition_kinds)}), "
+                f"got {render.shape[1]} channels: build it with nerfdiff_ns.cdm.conditions"
+            )
         if render.shape[0] != batch or source.shape[0] != batch:
             raise ValueError(
                 f"batch mismatch: noisy {batch}, nerf_render {render.shape[0]}, source_image {source.shape[0]}"

@@ -168,6 +168,7 @@ def cdm_only_predictions(pipeline, cameras, batch_size: int) -> torch.Tensor:
     """CDM-only: a full DDIM sample per target view, conditioned on the feed-forward NeRF's render of
     that view (rendered at the CDM's resolution, like NGD's virtual views) and the input image;
     returned at the target views' size ``[V, H, W, 3]``."""
+    from nerfdiff_ns.cdm.conditions import condition_image
     from nerfdiff_ns.cdm.unet import resize_to
 
     model = pipeline.model
@@ -185,7 +186,8 @@ def cdm_only_predictions(pipeline, cameras, batch_size: int) -> torch.Tensor:
     outputs = []
     for start in range(0, len(cameras), max(1, batch_size)):
         sl = slice(start, start + max(1, batch_size))
-        cond = model.nerf.render_image(model.triplane, model.source, c2w[sl].to(device), k[sl].to(device), size, size)["rgb"]
+        out = model.nerf.render_image(model.triplane, model.source, c2w[sl].to(device), k[sl].to(device), size, size)
+        cond = condition_image(out, diffusion.condition_kinds, c2w[sl, :3, 3].norm(dim=-1), model.nerf.config.object_radius)
         sample = diffusion.sample_independently(cond.clamp(0, 1), views=sl)  # [v, size, size, 3]
         outputs.append(resize_to(sample.permute(0, 3, 1, 2).float(), (height, width)).permute(0, 2, 3, 1).clamp(0, 1).cpu())
     model.train(was_training)

@@ -71,6 +71,11 @@ def draw_diffusion_inputs(sample: dict[str, torch.Tensor], cfg: PretrainConfig, 
     sample["timesteps"] = sampler.sample(1, gen)
     sample["noise"] = torch.randn((3, h, w), generator=gen)
     sample["drop"] = torch.rand((1,), generator=gen) < cfg.cdm.condition_dropout_prob
+    if cfg.cdm.render_start_prob > 0:  # drawn after the others, so runs without it keep their streams
+        start = torch.rand((1,), generator=gen) < cfg.cdm.render_start_prob
+        low_t = torch.randint(cfg.cdm.render_start_max_t + 1, (1,), generator=gen)
+        sample["render_start"] = start
+        sample["timesteps"] = torch.where(start, low_t, sample["timesteps"])
 
 
 def stack_samples(samples: list[dict[str, torch.Tensor]], gens: list[torch.Generator], cfg: PretrainConfig,
@@ -80,6 +85,8 @@ def stack_samples(samples: list[dict[str, torch.Tensor]], gens: list[torch.Gener
     if cfg.cdm.enabled:
         batch["timesteps"] = batch["timesteps"].view(-1)
         batch["drop"] = batch["drop"].view(-1)
+        if "render_start" in batch:
+            batch["render_start"] = batch["render_start"].view(-1)
     batch["generators"] = gens
     return batch
 

@@ -55,10 +55,35 @@ class CDMConfig:
     timestep_band_prob: float = 0.7
     """Share of training samples drawn from the band ('band' sampling); the rest are uniform over [0, T)."""
 
+    conditions: tuple[Literal["depth", "opacity"], ...] = ()
+    """Extra pixel-aligned conditions rendered from the NeRF at the target view and given to the CDM after the
+    RGB render (GeNVS-style geometry hints): depth, opacity. Recorded in the bundle; NGD renders them from the
+    NeRF being finetuned. () = RGB render only (the paper)."""
+    render_start_prob: float = 0.0
+    """Share of training samples noised from the NeRF's render of the target view instead of the target itself,
+    z = alpha_t R + sigma_t eps, still regressed toward the target (render-start training). NGD evaluates the
+    CDM exactly there, on re-noised renders at low noise; a CDM trained only on re-noised targets learns to keep
+    a blurry render. 0 = off (the paper's training)."""
+    render_start_max_t: int = 250
+    """Render-start samples draw t uniformly from [0, --cdm.render-start-max-t] (where NGD trusts the CDM)."""
+    render_start_snr_gamma: float = 5.0
+    """Min-SNR-gamma weight min(SNR, gamma)/SNR of render-start samples: their noise target grows as 1/sigma at
+    low t, this weights them as an x0 error instead."""
+
     def timestep_sampler(self) -> "TimestepSampler":
         """The training-timestep distribution these settings describe (validates them)."""
         return TimestepSampler(self.num_train_timesteps, self.timestep_sampling, self.timestep_band_max,
                                self.timestep_band_prob)
+
+    def check_render_start(self) -> None:
+        """Bad --cdm.render-start-* settings fail before any data or model work."""
+        if not 0.0 <= self.render_start_prob <= 1.0:
+            raise ValueError(f"--cdm.render-start-prob {self.render_start_prob} must be a probability in [0, 1]")
+        if not 0 <= self.render_start_max_t < self.num_train_timesteps:
+            raise ValueError(f"--cdm.render-start-max-t {self.render_start_max_t} must lie in "
+                             f"[0, {self.num_train_timesteps - 1}] (a timestep of the noise schedule)")
+        if self.render_start_snr_gamma <= 0:
+            raise ValueError(f"--cdm.render-start-snr-gamma must be positive, got {self.render_start_snr_gamma}")
 
 
 @dataclass
@@ -140,8 +165,10 @@ def config_to_json(cfg: PretrainConfig) -> str:
 NERF_RENDER_ONLY_KEYS = ("mlp_implementation", "num_coarse_samples", "num_fine_samples")
 CDM_ARCHITECTURE_KEYS = (
     "enabled", "block_out_channels", "layers_per_block", "attention_levels", "prediction_type",
-    "camera_embedding_dim", "num_train_timesteps", "beta_schedule",
+    "camera_embedding_dim", "num_train_timesteps", "beta_schedule", "conditions",
 )
+# What an architecture setting meant before it existed (older checkpoints and bundles lack the key).
+ARCHITECTURE_DEFAULTS = {("cdm", "conditions"): []}
 
 
 def architecture_differences(saved_config_json: str, cfg: PretrainConfig) -> list[str]:
@@ -156,7 +183,8 @@ def architecture_differences(saved_config_json: str, cfg: PretrainConfig) -> lis
     keys += [("cdm", k) for k in CDM_ARCHITECTURE_KEYS]
     diffs = []
     for section, key in keys:
-        old, new = saved.get(section, {}).get(key), now[section].get(key)
+        old = saved.get(section, {}).get(key, ARCHITECTURE_DEFAULTS.get((section, key)))
+        new = now[section].get(key)
         if old != new:
             diffs.append(f"{section}.{key}: {old!r} (checkpoint) != {new!r} (now)")
     return diffs

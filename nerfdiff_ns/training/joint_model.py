@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerfdiff_ns.cdm.conditions import condition_image
 from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF, SourceView
 from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
 from nerfdiff_ns.training.batches import resize_hwc, scale_intrinsics
@@ -30,7 +31,8 @@ class JointModel(nn.Module):
                        intrinsics: torch.Tensor, jitter: bool = True,
                        generators: list[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the source views and render each object's whole target view at ``render_resolution``, all
-        objects in one batched call ([B, R, S], one triplane per object) -> (renders [B, res, res, 3], triplanes).
+        objects in one batched call ([B, R, S], one triplane per object) -> (renders [B, res, res, 3 + E], triplanes):
+        RGB, then the CDM's extra conditions (``cfg.cdm.conditions``, see ``cdm.conditions``).
 
         With ``generators`` the jitter of object b comes from generator b, drawn exactly as a one-object
         render would draw it, so the result equals rendering the objects one by one.
@@ -42,7 +44,9 @@ class JointModel(nn.Module):
         pixels = image_pixels(res, res, source_image.device)[None].expand(count, -1, -1)
         o, d = camera_rays(target_c2w, scale_intrinsics(intrinsics, height, res), pixels)
         out = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=generators)
-        return out["rgb"].view(count, res, res, 3), triplanes
+        kinds = self.cfg.cdm.conditions if self.cfg.cdm.enabled else ()
+        render = condition_image(out, kinds, target_c2w[:, :3, 3].norm(dim=-1), self.nerf.config.object_radius)
+        return render.view(count, res, res, -1), triplanes
 
     def render_views(self, batch: dict[str, Any], jitter: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Target-view renders of a batch and (optionally) a few source pixels, per-sample jitter streams."""
@@ -69,12 +73,13 @@ class JointModel(nn.Module):
         else:
             render, src_pred = self.render_views(batch)
         target_small = resize_hwc(batch["target_image"], cfg.render_resolution).permute(0, 2, 3, 1)
+        rgb = render[..., :3]  # the extra condition channels (if any) follow the RGB render
         # A frozen NeRF's reconstruction error is reported ("nerf_mse"), not optimised (only *_loss terms are).
-        losses = {"nerf_mse" if cfg.freeze_nerf else "nerf_loss": F.mse_loss(render, target_small)}
+        losses = {"nerf_mse" if cfg.freeze_nerf else "nerf_loss": F.mse_loss(rgb, target_small)}
         if src_pred is not None:
             losses["source_loss"] = cfg.source_view_weight * F.mse_loss(src_pred, batch["source_pixel_rgb"])
         if self.cdm is not None:
-            from nerfdiff_ns.cdm.schedule import diffusion_loss
+            from nerfdiff_ns.cdm.schedule import diffusion_loss, min_snr_weight
             from nerfdiff_ns.cdm.unet import relative_camera, to_diffusion_range
 
             cond = render.permute(0, 3, 1, 2)
@@ -83,12 +88,23 @@ class JointModel(nn.Module):
             src_imgs = batch["source_image"]
             x0 = to_diffusion_range(batch["target_image"].permute(0, 3, 1, 2))
             rel = relative_camera(batch["source_c2w"], batch["target_c2w"]) if self.cdm.config.camera_embedding_dim > 0 else None
+            cond = to_diffusion_range(cond)
+            start = weights = None
+            if "render_start" in batch:  # render-start samples: noise the render, regress toward the target
+                flag = batch["render_start"].view(-1, 1, 1, 1)
+                render_start = cond[:, :3].detach()
+                if render_start.shape[-2:] != x0.shape[-2:]:  # the render may be smaller than the image
+                    render_start = F.interpolate(render_start, size=x0.shape[-2:], mode="bilinear", align_corners=False)
+                start = torch.where(flag, render_start, x0)
+                snr_w = min_snr_weight(self.scheduler, batch["timesteps"], cfg.cdm.render_start_snr_gamma).to(x0)
+                weights = torch.where(batch["render_start"], snr_w, torch.ones_like(snr_w))
             loss, _ = diffusion_loss(
-                self.cdm, x0, to_diffusion_range(cond), to_diffusion_range(src_imgs.permute(0, 3, 1, 2)), rel,
+                self.cdm, x0, cond, to_diffusion_range(src_imgs.permute(0, 3, 1, 2)), rel,
                 self.scheduler, timesteps=batch["timesteps"], noise=batch["noise"], drop_conditions=batch["drop"],
+                start=start, sample_weights=weights,
             )
             losses["diffusion_loss"] = cfg.cdm.loss_weight * loss
-        losses["render"] = render.detach()
+        losses["render"] = rgb.detach()
         return losses
 
 
@@ -105,6 +121,7 @@ def build_cdm(cfg: PretrainConfig) -> tuple[nn.Module, Any]:
         prediction_type=cfg.cdm.prediction_type,
         camera_embedding_dim=cfg.cdm.camera_embedding_dim,
         condition_dropout_prob=cfg.cdm.condition_dropout_prob,
+        condition_kinds=tuple(cfg.cdm.conditions),
     )
     scheduler = make_train_scheduler(
         num_train_timesteps=cfg.cdm.num_train_timesteps, beta_schedule=cfg.cdm.beta_schedule,

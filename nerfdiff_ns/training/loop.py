@@ -53,6 +53,7 @@ class Trainer(RunPersistence):
         self.cdm = self.scheduler = self.ema = None
         if cfg.cdm.enabled:
             cfg.cdm.timestep_sampler()  # bad --cdm.timestep-* settings fail here, before any data or model work
+            cfg.cdm.check_render_start()
             cdm, self.scheduler = build_cdm(cfg)
             self.cdm = cdm.to(self.device)
             self.ema = copy.deepcopy(self.cdm).requires_grad_(False)

@@ -50,6 +50,10 @@ class RunPersistence:
         diffs = architecture_differences(json.dumps(saved, default=str), self.cfg)
         if not bundle.config.has_cdm:
             diffs = [d for d in diffs if not d.startswith("cdm.")]
+        # An RGB-only CDM may be widened to take --cdm.conditions (zero weights on the new channels)
+        widen = bundle.config.has_cdm and not saved["cdm"].get("conditions") and bool(self.cfg.cdm.conditions)
+        if widen:
+            diffs = [d for d in diffs if not d.startswith("cdm.conditions:")]
         if diffs:
             raise BundleError(
                 f"--init-from {path} has a different architecture ({'; '.join(diffs)}). Use the preset and flags the "
@@ -57,8 +61,15 @@ class RunPersistence:
             )
         self.nerf.load_state_dict(bundle.load_nerf("cpu").state_dict())
         if self.cdm is not None and bundle.config.has_cdm:
-            self.cdm.load_state_dict(bundle.load_cdm("cpu", ema=False).state_dict())
-            self.ema.load_state_dict(bundle.load_cdm("cpu", ema=True).state_dict())
+            from nerfdiff_ns.cdm.conditions import widen_condition_inputs
+
+            for target, ema in ((self.cdm, False), (self.ema, True)):
+                state = bundle.load_cdm("cpu", ema=ema).state_dict()
+                if widen:
+                    state = widen_condition_inputs(state, len(self.cfg.cdm.conditions))
+                target.load_state_dict(state)
+            if widen and self.dist.is_main:
+                print(f"[nerfdiff] {path}: RGB-only CDM widened to take {list(self.cfg.cdm.conditions)} (new inputs start at 0)")
         elif self.cdm is not None and not self.cfg.freeze_nerf:
             raise BundleError(
                 f"--init-from {path} has no CDM; pass a bundle trained with the CDM enabled, or add --freeze-nerf to "

@@ -41,7 +41,8 @@ _CACHE_STREAM = 0x5EED_CAC4E  # separates the triples' random stream from the st
 
 @dataclass
 class RenderCache:
-    """Triples ``object_index, source_view, target_view [N]`` (long) and their renders ``[N, res, res, 3]``."""
+    """Triples ``object_index, source_view, target_view [N]`` (long) and their renders ``[N, res, res, 3 + E]``
+    (RGB, then the CDM's extra conditions)."""
 
     object_index: torch.Tensor
     source_view: torch.Tensor
@@ -100,6 +101,8 @@ def cache_key(nerf: torch.nn.Module, dataset: Any, cfg: PretrainConfig) -> str:
     settings = {"format": CACHE_FORMAT, "nerf": json.loads(json.dumps(cfg.nerf.to_dict(), default=str)),
                 "render_resolution": cfg.render_resolution, "pairs": cfg.render_cache_pairs, "seed": cfg.seed,
                 "objects": [str(f) for f in getattr(dataset, "folders", [])]}
+    if cfg.cdm.conditions:  # only when set, so caches of RGB-only runs keep their keys
+        settings["conditions"] = list(cfg.cdm.conditions)
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for name, value in sorted(nerf.state_dict().items()):
         digest.update(name.encode())
@@ -160,7 +163,7 @@ def render_triples(model: Any, dataset: Any, objects: torch.Tensor, sources: tor
         if progress is not None:
             progress.update(task, advance=len(objects[sl]))
     res = model.cfg.render_resolution
-    return torch.cat(out) if out else torch.zeros(0, res, res, 3)
+    return torch.cat(out) if out else torch.zeros(0, res, res, 3 + len(model.cfg.cdm.conditions))
 
 
 def build_render_cache(model: Any, dataset: Any, cfg: PretrainConfig, dist_info: DistInfo, device: torch.device,
@@ -184,7 +187,7 @@ def build_render_cache(model: Any, dataset: Any, cfg: PretrainConfig, dist_info:
         local = render_triples(model, dataset, objects[mine], sources[mine], targets[mine], max(1, cfg.batch_size),
                                device, progress, task)
     res = cfg.render_resolution
-    padded = torch.zeros(share, res, res, 3)
+    padded = torch.zeros(share, res, res, 3 + len(cfg.cdm.conditions))
     padded[: local.shape[0]] = local
     renders = _all_gather_rows(padded.to(device), total, dist_info).cpu()
     cache = RenderCache(objects, sources, targets, renders, key)

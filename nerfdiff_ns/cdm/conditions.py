@@ -1,0 +1,106 @@
+"""The CDM's pixel-aligned conditions rendered from the NeRF: RGB plus optional extra channels.
+
+GeNVS conditions its diffusion model on a rendered feature image; here the NeRF's render of the
+target view is the image condition, and a CDM may also ask for the NeRF's geometry at that view:
+
+* ``depth``:   expected depth of the visible surface, mapped to [0, 1] over the object's depth range
+               [d - r, d + r] (d = camera distance from the centre, r = object radius), so a near
+               surface is 0 and the far side of the bounding sphere 1;
+* ``opacity``: accumulated opacity (1 on the object, 0 on the background).
+
+A condition image is ``[B, H, W, 3 + E]`` in [0, 1], channels in the order RGB, then ``kinds`` in the
+given order; the CDM records ``condition_kinds`` in its config (and so in every bundle), and
+pretraining, the render cache, NGD, the benchmarks and ``nerfdiff-sample`` all build the image here,
+so the channels mean the same thing everywhere. Only the RGB channels are ever a guidance target.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+CONDITION_KINDS = ("depth", "opacity")
+
+
+def check_condition_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """Validated tuple of condition names (each known, none repeated)."""
+    kinds = tuple(str(k) for k in kinds)
+    unknown = [k for k in kinds if k not in CONDITION_KINDS]
+    if unknown:
+        raise ValueError(f"unknown CDM condition {unknown[0]!r}: choose from {CONDITION_KINDS}")
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"CDM conditions repeat a name: {kinds}")
+    return kinds
+
+
+def condition_image(out: dict[str, torch.Tensor], kinds: Sequence[str], camera_distance: torch.Tensor,
+                    object_radius: float) -> torch.Tensor:
+    """NeRF render outputs (``rgb [B, ..., 3]``, ``depth``/``accumulation [B, ..., 1]``) -> ``[B, ..., 3 + E]``.
+
+    ``camera_distance``: each view's camera distance from the object centre, ``[B]`` or per ray ``[B, R]``.
+    """
+    channels = [out["rgb"]]
+    for kind in kinds:
+        if kind == "depth":
+            depth = out["depth"]
+            d = camera_distance.to(depth)
+            d = d.reshape(*d.shape, *([1] * (depth.dim() - d.dim())))
+            channels.append(((out["depth"] - (d - object_radius)) / (2.0 * object_radius)).clamp(0.0, 1.0))
+        elif kind == "opacity":
+            channels.append(out["accumulation"].clamp(0.0, 1.0))
+        else:
+            raise ValueError(f"unknown CDM condition {kind!r}: choose from {CONDITION_KINDS}")
+    return torch.cat(channels, -1)
+
+
+def render_condition_rays(nerf, triplanes: torch.Tensor, source, origins: torch.Tensor, directions: torch.Tensor,
+                          camera_distance: torch.Tensor, kinds: Sequence[str], chunk: int = 8192,
+                          **render_kwargs) -> torch.Tensor:
+    """Render rays ``[B, R, 3]`` in chunks of ``chunk`` rays and build their condition ``[B, R, 3 + E]``.
+
+    ``camera_distance``: ``[B]`` (one camera per object) or ``[B, R]`` (per ray).
+    """
+    parts = []
+    for start in range(0, origins.shape[1], chunk):
+        sl = slice(start, start + chunk)
+        out = nerf.render_rays(triplanes, source, origins[:, sl], directions[:, sl], **render_kwargs)
+        distance = camera_distance[:, sl] if camera_distance.dim() == 2 else camera_distance
+        parts.append(condition_image(out, kinds, distance, nerf.config.object_radius))
+    return torch.cat(parts, 1)
+
+
+def render_condition_views(nerf, triplane: torch.Tensor, source, c2w: torch.Tensor, intrinsics: torch.Tensor,
+                           size: int, kinds: Sequence[str], chunk: int = 8192) -> torch.Tensor:
+    """Condition images ``[V, size, size, 3 + E]`` of views ``c2w [V, 4, 4]`` of ONE object's triplane.
+
+    All views' rays go through the triplane as one ray set (8 views at 32 px are a single chunk).
+    """
+    from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
+
+    views = c2w.shape[0]
+    k = intrinsics.reshape(-1, 4).expand(views, 4)
+    origins, dirs = camera_rays(c2w, k, image_pixels(size, size, c2w.device)[None].expand(views, -1, -1))
+    distance = c2w[:, :3, 3].norm(dim=-1)
+    per_ray_distance = distance[:, None].expand(views, size * size).reshape(1, -1)
+    rendered = render_condition_rays(nerf, triplane, source, origins.reshape(1, -1, 3), dirs.reshape(1, -1, 3),
+                                     per_ray_distance, kinds, chunk)
+    return rendered.view(views, size, size, -1).clamp(0.0, 1.0)
+
+
+def widen_condition_inputs(state: dict[str, torch.Tensor], extra: int, key: str = "unet.conv_in.weight"
+                           ) -> dict[str, torch.Tensor]:
+    """An RGB-only CDM's weights for a CDM that also takes ``extra`` condition channels: the first conv's
+    input channels [x_t (3) | render (3) | source (3)] become [x_t | render | extra (zero weights) | source],
+    so the widened CDM starts out computing exactly what the RGB-only one did and learns to use the extras."""
+    weight = state[key]
+    if weight.shape[1] != 9:
+        raise ValueError(f"{key} has {weight.shape[1]} input channels; only a 9-channel (RGB-only) CDM can be widened")
+    wide = weight.new_zeros(weight.shape[0], 9 + extra, *weight.shape[2:])
+    wide[:, :6] = weight[:, :6]
+    wide[:, 6 + extra :] = weight[:, 6:]
+    return {**state, key: wide}
+
+
+__all__ = ["CONDITION_KINDS", "check_condition_kinds", "condition_image", "render_condition_rays",
+           "render_condition_views", "widen_condition_inputs"]
