@@ -63,8 +63,11 @@ def main(cfg: ShipConfig) -> Path:
     stage = ["--freeze-nerf"] if run_cfg.get("freeze_nerf") else []
     if run_cfg.get("init_from"):
         stage += ["--init-from", str(run_cfg["init_from"])]
+    cdm_cfg = run_cfg.get("cdm", {})
+    arch = ["--cdm.conditions", *cdm_cfg["conditions"]] if cdm_cfg.get("conditions") else []
+    # --no-render-cache: exporting needs the weights only, never the stage's cache of renders
     trainer = Trainer(parse_config(["--preset", cfg.preset, "--data", str(cfg.data), "--output-dir", str(cfg.run),
-                                    "--no-log-tensorboard", "--no-log-jsonl", *stage]))
+                                    "--no-log-tensorboard", "--no-log-jsonl", "--no-render-cache", *stage, *arch]))
     if trainer.step == 0:
         raise SystemExit(f"{cfg.run} has no checkpoint to export")
     if not cfg.ema:
@@ -73,13 +76,22 @@ def main(cfg: ShipConfig) -> Path:
     size = None
     path = trainer.export_bundle(cfg.dest)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    knobs = [f"--cdm.learning-rate {cdm_cfg['learning_rate']:g}"] if "learning_rate" in cdm_cfg else []
+    if cdm_cfg.get("timestep_sampling", "uniform") != "uniform":
+        knobs.append(f"--cdm.timestep-sampling {cdm_cfg['timestep_sampling']}")
+    if cdm_cfg.get("render_start_prob", 0.0) > 0:
+        knobs.append(f"--cdm.render-start-prob {cdm_cfg['render_start_prob']:g}")
+    if run_cfg.get("freeze_nerf") and run_cfg.get("render_cache", True):
+        knobs.append(f"--render-cache-pairs {run_cfg.get('render_cache_pairs', 24)}")
     command = (f"nerfdiff-pretrain --preset {cfg.preset} --data {cfg.data} --output-dir {cfg.run} --steps "
-               f"{run_cfg['steps']} --batch-size {run_cfg['batch_size']} {' '.join(stage)}").strip()
+               f"{run_cfg['steps']} --batch-size {run_cfg['batch_size']} {' '.join(stage + arch + knobs)}").strip()
+    dataset = cfg.data / "dataset.json"
+    source = json.loads(dataset.read_text()).get("settings", {}).get("source", "random-urdfs") if dataset.is_file() else "random-urdfs"
     card = [
         f"# nerfdiff-ns bundle: {cfg.dest.name}",
         "",
-        f"- **Training data**: `{cfg.data}` — pybullet_data `random_urdfs` train split (objects 000–899, "
-        "24 random views each) rendered by `nerfdiff-generate-data --output-dir data/synth32 --resolution 32`.",
+        f"- **Training data**: `{cfg.data}` — the `{source}` train split (objects 000–899, 24 random views each) "
+        f"rendered by `nerfdiff-generate-data --source {source} --output-dir {cfg.data} --resolution 32`.",
         f"- **Command (last stage)**: `{command}`, stopped and exported at the checkpoint below.",
         f"- **Steps (last stage)**: {trainer.step} (batch {run_cfg['batch_size']} objects/step)"
         + (f", after {trainer.init_steps} earlier steps in the bundle it started from." if trainer.init_steps else "."),
