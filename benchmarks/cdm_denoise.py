@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from nerfdiff_ns.bundle import load_bundle
-    from nerfdiff_ns.cdm.conditions import render_condition_views
+    from nerfdiff_ns.cdm.conditions import cdm_condition_kinds, render_condition_views
     from nerfdiff_ns.cdm.guidance import NGDTrajectories
     from nerfdiff_ns.cdm.schedule import alpha_sigma, ngd_timesteps, x0_from_prediction
     from nerfdiff_ns.cdm.unet import from_diffusion_range, relative_camera, to_diffusion_range
@@ -85,8 +85,7 @@ def main() -> None:
             tri = nerf.encode(imgs[input_view : input_view + 1])
             source = SourceView(c2w[input_view : input_view + 1], k, (h, w))
             targets = [i for i in range(imgs.shape[0]) if i != input_view]
-            kinds = tuple(getattr(cdm.config, "condition_kinds", ()) or ())  # extra NeRF-rendered conditions
-            renders = render_condition_views(nerf, tri, source, c2w[targets], k, h, kinds)
+            renders = render_condition_views(nerf, tri, source, c2w[targets], k, h, cdm_condition_kinds(cdm))
             gt = imgs[targets].permute(0, 3, 1, 2)
             full = renders.permute(0, 3, 1, 2)
             r = full[:, :3]

@@ -71,6 +71,7 @@ class VirtualViewDiffusion:
 
     def __init__(self, cdm, scheduler, config: NGDConfig, source_image01: torch.Tensor, source_c2w: torch.Tensor,
                  virtual_c2w: torch.Tensor) -> None:
+        from nerfdiff_ns.cdm.conditions import cdm_condition_kinds
         from nerfdiff_ns.cdm.guidance import NGDTrajectories
         from nerfdiff_ns.cdm.schedule import ngd_timesteps
         from nerfdiff_ns.cdm.unet import relative_camera
@@ -94,7 +95,7 @@ class VirtualViewDiffusion:
         self.step_index = 0
         self.last_info = None
         # The extra NeRF-rendered channels this CDM expects after the RGB render (cdm.conditions)
-        self.condition_kinds: tuple[str, ...] = tuple(getattr(cdm.config, "condition_kinds", ()) or ())
+        self.condition_kinds: tuple[str, ...] = cdm_condition_kinds(cdm)
 
     def _cond(self, renders01: torch.Tensor) -> torch.Tensor:
         """[V, H, W, 3 + E] in [0, 1] (RGB, extra conditions) -> [V, 3 + E, h, w] in [-1, 1] at CDM resolution."""

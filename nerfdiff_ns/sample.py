@@ -46,7 +46,7 @@ class SampleConfig:
 
 
 def sample_views(cfg: SampleConfig) -> list[Path]:
-    from nerfdiff_ns.cdm.conditions import render_condition_views
+    from nerfdiff_ns.cdm.conditions import cdm_condition_kinds, render_condition_views
     from nerfdiff_ns.bundle import load_bundle
     from nerfdiff_ns.data.cameras import virtual_cameras
     from nerfdiff_ns.data.dataparsers import SingleImageDataParserConfig, default_bundle_path
@@ -72,8 +72,7 @@ def sample_views(cfg: SampleConfig) -> list[Path]:
     with torch.no_grad():
         triplane = nerf.encode(image[None].to(device))
         source = SourceView(c2w[None].to(device), intrinsics[None].to(device), (image.shape[0], image.shape[1]))
-        kinds = tuple(getattr(cdm.config, "condition_kinds", ()) or ())
-        renders = render_condition_views(nerf, triplane, source, targets.to(device), k, size, kinds)
+        renders = render_condition_views(nerf, triplane, source, targets.to(device), k, size, cdm_condition_kinds(cdm))
         ngd = NGDConfig(num_virtual_views=cfg.num_views, cfg_scale=cfg.cfg_scale, use_ema=cfg.use_ema, seed=cfg.seed)
         diffusion = VirtualViewDiffusion(cdm, scheduler, ngd, image.to(device), c2w.to(device), targets)
         samples = diffusion.sample_independently(renders, num_steps=cfg.num_steps)

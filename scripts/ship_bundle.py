@@ -38,8 +38,6 @@ class ShipConfig:
     """The dataset the run trained on."""
     dest: Path = Path("nerfdiff_ns/assets/bundle-tiny")
     """Where to write the bundle."""
-    preset: str = "tiny"
-    """Preset the run used."""
     ema: bool = False
     """Ship the EMA weights of the CDM (off when the run is too short for its EMA to forget the initialisation)."""
     notes: Optional[Path] = None
@@ -60,22 +58,24 @@ def main(cfg: ShipConfig) -> Path:
     from nerfdiff_ns.pretrain import Trainer, parse_config
 
     run_cfg = json.loads((cfg.run / "pretrain_config.json").read_text())
-    stage = ["--freeze-nerf"] if run_cfg.get("freeze_nerf") else []
-    if run_cfg.get("init_from"):
-        stage += ["--init-from", str(run_cfg["init_from"])]
-    cdm_cfg = run_cfg.get("cdm", {})
-    arch = ["--cdm.conditions", *cdm_cfg["conditions"]] if cdm_cfg.get("conditions") else []
+    # The run's own settings (its pretrain_config.json as the preset), so the bundle records what trained it;
     # --no-render-cache: exporting needs the weights only, never the stage's cache of renders
-    trainer = Trainer(parse_config(["--preset", cfg.preset, "--data", str(cfg.data), "--output-dir", str(cfg.run),
-                                    "--no-log-tensorboard", "--no-log-jsonl", "--no-render-cache", *stage, *arch]))
+    trainer = Trainer(parse_config(["--preset", str(cfg.run / "pretrain_config.json"), "--data", str(cfg.data),
+                                    "--output-dir", str(cfg.run), "--no-log-tensorboard", "--no-log-jsonl",
+                                    "--no-render-cache"]))
     if trainer.step == 0:
         raise SystemExit(f"{cfg.run} has no checkpoint to export")
     if not cfg.ema:
         trainer.ema = None
     steps, seconds = run_wall_time(cfg.run)
-    size = None
     path = trainer.export_bundle(cfg.dest)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    # The card's command: the run's stage and the settings that differ from the preset
+    stage = ["--freeze-nerf"] if run_cfg.get("freeze_nerf") else []
+    if run_cfg.get("init_from"):
+        stage += ["--init-from", str(run_cfg["init_from"])]
+    cdm_cfg = run_cfg.get("cdm", {})
+    arch = ["--cdm.conditions", *cdm_cfg["conditions"]] if cdm_cfg.get("conditions") else []
     knobs = [f"--cdm.learning-rate {cdm_cfg['learning_rate']:g}"] if "learning_rate" in cdm_cfg else []
     if cdm_cfg.get("timestep_sampling", "uniform") != "uniform":
         knobs.append(f"--cdm.timestep-sampling {cdm_cfg['timestep_sampling']}")
@@ -83,7 +83,7 @@ def main(cfg: ShipConfig) -> Path:
         knobs.append(f"--cdm.render-start-prob {cdm_cfg['render_start_prob']:g}")
     if run_cfg.get("freeze_nerf") and run_cfg.get("render_cache", True):
         knobs.append(f"--render-cache-pairs {run_cfg.get('render_cache_pairs', 24)}")
-    command = (f"nerfdiff-pretrain --preset {cfg.preset} --data {cfg.data} --output-dir {cfg.run} --steps "
+    command = (f"nerfdiff-pretrain --preset {run_cfg['preset']} --data {cfg.data} --output-dir {cfg.run} --steps "
                f"{run_cfg['steps']} --batch-size {run_cfg['batch_size']} {' '.join(stage + arch + knobs)}").strip()
     dataset = cfg.data / "dataset.json"
     source = json.loads(dataset.read_text()).get("settings", {}).get("source", "random-urdfs") if dataset.is_file() else "random-urdfs"

@@ -153,7 +153,7 @@ def test_an_rgb_only_cdm_widened_to_conditions_predicts_as_before(tiny_bundle, t
     assert float(trainer.cdm.unet.conv_in.weight[:, 6:8].abs().max()) == 0.0  # the new inputs start at zero
 
 
-def test_render_start_samples_noise_the_render_and_regress_toward_the_target(tiny_data, tmp_path):
+def test_render_start_samples_noise_the_render_and_regress_toward_the_target(tiny_data, tmp_path, monkeypatch):
     from nerfdiff_ns.cdm.schedule import alpha_sigma, diffusion_loss, min_snr_weight
     from nerfdiff_ns.cdm.unet import ConditionalDiffusionModel
 
@@ -169,6 +169,27 @@ def test_render_start_samples_noise_the_render_and_regress_toward_the_target(tin
     flags = torch.cat(flags)
     assert 0.2 < float(flags.float().mean()) < 0.8  # about half of 48 samples
     assert int(torch.cat(steps).max()) <= 40
+    # the joint model noises the render for the flagged samples and the target for the others
+    import nerfdiff_ns.cdm.schedule as schedule
+
+    seen_start = {}
+    real_loss = schedule.diffusion_loss
+
+    def spy(*args, **kwargs):
+        seen_start.update(kwargs)
+        return real_loss(*args, **kwargs)
+
+    batch = make_batch(trainer.dataset, cfg, 0, trainer.dist, trainer.device)
+    flag = batch["render_start"]
+    assert bool(flag.any()) and not bool(flag.all())
+    monkeypatch.setattr(schedule, "diffusion_loss", spy)
+    with torch.no_grad():
+        out = trainer.model(batch)
+    render = out["render"].permute(0, 3, 1, 2) * 2 - 1
+    target = batch["target_image"].permute(0, 3, 1, 2) * 2 - 1
+    torch.testing.assert_close(seen_start["start"][flag], render[flag])
+    torch.testing.assert_close(seen_start["start"][~flag], target[~flag])
+    assert bool((seen_start["sample_weights"][~flag] == 1).all()) and bool((seen_start["sample_weights"][flag] < 1).all())
     # the loss with a start image: z = alpha S + sigma eps, target eps* = (z - alpha x0) / sigma
     model = ConditionalDiffusionModel(sample_size=8, block_out_channels=(8, 16), layers_per_block=1,
                                       attention_levels=(False, False), camera_embedding_dim=0)

@@ -34,19 +34,24 @@ def check_condition_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return kinds
 
 
+def cdm_condition_kinds(cdm) -> tuple[str, ...]:
+    """The extra conditions a CDM expects after the RGB render (its config's ``condition_kinds``; older
+    CDMs have none)."""
+    return tuple(getattr(cdm.config, "condition_kinds", ()) or ())
+
+
 def condition_image(out: dict[str, torch.Tensor], kinds: Sequence[str], camera_distance: torch.Tensor,
                     object_radius: float) -> torch.Tensor:
     """NeRF render outputs (``rgb [B, ..., 3]``, ``depth``/``accumulation [B, ..., 1]``) -> ``[B, ..., 3 + E]``.
 
-    ``camera_distance``: each view's camera distance from the object centre, ``[B]`` or per ray ``[B, R]``.
+    ``camera_distance [B]``: each view's camera distance from the object centre.
     """
     channels = [out["rgb"]]
     for kind in kinds:
         if kind == "depth":
             depth = out["depth"]
-            d = camera_distance.to(depth)
-            d = d.reshape(*d.shape, *([1] * (depth.dim() - d.dim())))
-            channels.append(((out["depth"] - (d - object_radius)) / (2.0 * object_radius)).clamp(0.0, 1.0))
+            d = camera_distance.to(depth).view(-1, *([1] * (depth.dim() - 1)))
+            channels.append(((depth - (d - object_radius)) / (2.0 * object_radius)).clamp(0.0, 1.0))
         elif kind == "opacity":
             channels.append(out["accumulation"].clamp(0.0, 1.0))
         else:
@@ -54,38 +59,23 @@ def condition_image(out: dict[str, torch.Tensor], kinds: Sequence[str], camera_d
     return torch.cat(channels, -1)
 
 
-def render_condition_rays(nerf, triplanes: torch.Tensor, source, origins: torch.Tensor, directions: torch.Tensor,
-                          camera_distance: torch.Tensor, kinds: Sequence[str], chunk: int = 8192,
-                          **render_kwargs) -> torch.Tensor:
-    """Render rays ``[B, R, 3]`` in chunks of ``chunk`` rays and build their condition ``[B, R, 3 + E]``.
-
-    ``camera_distance``: ``[B]`` (one camera per object) or ``[B, R]`` (per ray).
-    """
-    parts = []
-    for start in range(0, origins.shape[1], chunk):
-        sl = slice(start, start + chunk)
-        out = nerf.render_rays(triplanes, source, origins[:, sl], directions[:, sl], **render_kwargs)
-        distance = camera_distance[:, sl] if camera_distance.dim() == 2 else camera_distance
-        parts.append(condition_image(out, kinds, distance, nerf.config.object_radius))
-    return torch.cat(parts, 1)
-
-
 def render_condition_views(nerf, triplane: torch.Tensor, source, c2w: torch.Tensor, intrinsics: torch.Tensor,
                            size: int, kinds: Sequence[str], chunk: int = 8192) -> torch.Tensor:
     """Condition images ``[V, size, size, 3 + E]`` of views ``c2w [V, 4, 4]`` of ONE object's triplane.
 
-    All views' rays go through the triplane as one ray set (8 views at 32 px are a single chunk).
+    All views' rays go through the triplane as one ray set, in chunks of ``chunk`` rays (8 views at
+    32 px are a single chunk), instead of one ``render_image`` per view.
     """
     from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
 
     views = c2w.shape[0]
     k = intrinsics.reshape(-1, 4).expand(views, 4)
     origins, dirs = camera_rays(c2w, k, image_pixels(size, size, c2w.device)[None].expand(views, -1, -1))
-    distance = c2w[:, :3, 3].norm(dim=-1)
-    per_ray_distance = distance[:, None].expand(views, size * size).reshape(1, -1)
-    rendered = render_condition_rays(nerf, triplane, source, origins.reshape(1, -1, 3), dirs.reshape(1, -1, 3),
-                                     per_ray_distance, kinds, chunk)
-    return rendered.view(views, size, size, -1).clamp(0.0, 1.0)
+    origins, dirs = origins.reshape(1, -1, 3), dirs.reshape(1, -1, 3)
+    parts = [nerf.render_rays(triplane, source, origins[:, i : i + chunk], dirs[:, i : i + chunk])
+             for i in range(0, origins.shape[1], chunk)]
+    out = {key: torch.cat([p[key] for p in parts], 1).view(views, size, size, -1) for key in ("rgb", "depth", "accumulation")}
+    return condition_image(out, kinds, c2w[:, :3, 3].norm(dim=-1), nerf.config.object_radius).clamp(0.0, 1.0)
 
 
 def widen_condition_inputs(state: dict[str, torch.Tensor], extra: int, key: str = "unet.conv_in.weight"
@@ -102,5 +92,5 @@ def widen_condition_inputs(state: dict[str, torch.Tensor], extra: int, key: str 
     return {**state, key: wide}
 
 
-__all__ = ["CONDITION_KINDS", "check_condition_kinds", "condition_image", "render_condition_rays",
+__all__ = ["CONDITION_KINDS", "cdm_condition_kinds", "check_condition_kinds", "condition_image",
            "render_condition_views", "widen_condition_inputs"]

@@ -168,11 +168,10 @@ def cdm_only_predictions(pipeline, cameras, batch_size: int) -> torch.Tensor:
     """CDM-only: a full DDIM sample per target view, conditioned on the feed-forward NeRF's render of
     that view (rendered at the CDM's resolution, like NGD's virtual views) and the input image;
     returned at the target views' size ``[V, H, W, 3]``."""
-    from nerfdiff_ns.cdm.conditions import condition_image
+    from nerfdiff_ns.cdm.conditions import render_condition_views
     from nerfdiff_ns.cdm.unet import resize_to
 
     model = pipeline.model
-    ngd = pipeline.config.ngd
     c2w = torch.eye(4).repeat(len(cameras), 1, 1)
     c2w[:, :3, :4] = cameras.camera_to_worlds.float().cpu()
     diffusion = pipeline.make_diffusion(c2w)
@@ -186,9 +185,9 @@ def cdm_only_predictions(pipeline, cameras, batch_size: int) -> torch.Tensor:
     outputs = []
     for start in range(0, len(cameras), max(1, batch_size)):
         sl = slice(start, start + max(1, batch_size))
-        out = model.nerf.render_image(model.triplane, model.source, c2w[sl].to(device), k[sl].to(device), size, size)
-        cond = condition_image(out, diffusion.condition_kinds, c2w[sl, :3, 3].norm(dim=-1), model.nerf.config.object_radius)
-        sample = diffusion.sample_independently(cond.clamp(0, 1), views=sl)  # [v, size, size, 3]
+        cond = render_condition_views(model.nerf, model.triplane, model.source, c2w[sl].to(device), k[sl].to(device),
+                                      size, diffusion.condition_kinds)
+        sample = diffusion.sample_independently(cond, views=sl)  # [v, size, size, 3]
         outputs.append(resize_to(sample.permute(0, 3, 1, 2).float(), (height, width)).permute(0, 2, 3, 1).clamp(0, 1).cpu())
     model.train(was_training)
     return torch.cat(outputs)
