@@ -47,6 +47,11 @@ class NGDConfig:
     """End of the trajectory, as a fraction of the training timesteps."""
     guidance_gamma: float = 1.0
     """gamma: NeRF guidance strength, w_t = min(1, gamma sigma_t^2 / alpha_t^2)."""
+    skip_pinned_steps: bool = True
+    """Drop the diffusion steps (and their NeRF iterations) where the x0-form weight w_t is 1: there the
+    new target is exactly the render and the trajectory's noise is unchanged, so the CDM's output is
+    discarded and the NeRF would only fit its own render. The kept steps keep their timesteps. Only
+    for guidance_form 'x0' (the other forms do not clamp w_t)."""
     guidance_form: Literal["x0", "epsilon", "paper"] = "x0"
     """'x0': I = x0^ + w (R - x0^), w = min(1, gamma sigma^2/alpha^2) (the project's form); 'epsilon': the same
     pull with w unclamped, written as an eps correction; 'paper': Algorithm 1 verbatim, eps = eps_phi +
@@ -58,12 +63,35 @@ class NGDConfig:
     seed: int = 0
     """Seed of the trajectories' noise."""
 
-    @property
-    def total_iters(self) -> int:
-        """NeRF iterations of the whole schedule (K * N + final)."""
+    def total_iters(self, num_steps: Optional[int] = None) -> int:
+        """NeRF iterations of the whole schedule: K' * N + final, with K' the number of diffusion steps
+        actually run (``num_steps``, see ``ngd_step_timesteps``; default K). Every finetuning mode gets
+        the same count, so the ablations are compared with NGD at an equal NeRF budget."""
         if self.mode == "feed-forward":
             return 0
-        return self.diffusion_steps * self.nerf_iters_per_step + self.final_iters
+        steps = self.diffusion_steps if num_steps is None else num_steps
+        return steps * self.nerf_iters_per_step + self.final_iters
+
+
+def ngd_step_timesteps(config: NGDConfig, scheduler) -> torch.Tensor:
+    """The timesteps of the diffusion steps NGD runs: K evenly spaced from t_max to t_min
+    (``ngd_timesteps``), less the pinned ones when ``skip_pinned_steps`` (x0 form).
+
+    Why skipping is exact for the trajectories: with w_t = 1 the x0 form sets I = R and
+    eps = (z - alpha_t R) / sigma_t = eps_prev + alpha_t (R_prev - R) / sigma_t, which is eps_prev while
+    the NeRF holds still. The last step is always kept, so a schedule never ends up empty.
+    """
+    from nerfdiff_ns.cdm.guidance import nerf_guidance_weight
+    from nerfdiff_ns.cdm.schedule import alpha_sigma, ngd_timesteps
+
+    timesteps = ngd_timesteps(config.diffusion_steps, config.t_max, config.t_min, scheduler.config.num_train_timesteps)
+    if not config.skip_pinned_steps or config.guidance_form != "x0":
+        return timesteps
+    alpha, sigma = alpha_sigma(scheduler, timesteps)
+    weights = nerf_guidance_weight(alpha.view(-1), sigma.view(-1), config.guidance_gamma)
+    keep = weights < 1.0
+    keep[-1] = True
+    return timesteps[keep]
 
 
 class VirtualViewDiffusion:
@@ -73,7 +101,6 @@ class VirtualViewDiffusion:
                  virtual_c2w: torch.Tensor) -> None:
         from nerfdiff_ns.cdm.conditions import cdm_condition_kinds
         from nerfdiff_ns.cdm.guidance import NGDTrajectories
-        from nerfdiff_ns.cdm.schedule import ngd_timesteps
         from nerfdiff_ns.cdm.unet import relative_camera
 
         self.cdm = cdm
@@ -89,7 +116,7 @@ class VirtualViewDiffusion:
         self.relative = None
         if getattr(cdm.config, "camera_embedding_dim", 0) > 0:
             self.relative = relative_camera(source_c2w[None].expand(virtual_c2w.shape[0], 4, 4).to(device), virtual_c2w.to(device))
-        self.timesteps = ngd_timesteps(config.diffusion_steps, config.t_max, config.t_min, scheduler.config.num_train_timesteps)
+        self.timesteps = ngd_step_timesteps(config, scheduler)
         self.trajectories = NGDTrajectories(scheduler)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.step_index = 0

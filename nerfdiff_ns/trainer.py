@@ -1,7 +1,8 @@
 """nerfstudio Trainer for NerfDiff: run length from the NGD schedule, atomic checkpoints.
 
-* ``max_num_iterations = -1`` (the default here) means "K * N + final iterations of the NGD
-  schedule", so changing ``--pipeline.ngd.*`` changes the run length with it.
+* ``max_num_iterations = -1`` (the default here) means "K' * N + final iterations of the NGD
+  schedule" (K' = the diffusion steps run, after ``skip_pinned_steps``; it needs the bundle's noise
+  schedule), so changing ``--pipeline.ngd.*`` changes the run length with it.
 * nerfstudio 1.1.5 writes checkpoints in place; a crash mid-write loses the run. We write to a
   temporary file in the same folder and rename it over the target.
 * A photo prepared by the ``nerfdiff-image`` dataparser (image, mask, camera JSON, preview) is
@@ -28,13 +29,26 @@ class NerfDiffTrainerConfig(TrainerConfig):
     """NeRF iterations; -1 follows the NGD schedule (diffusion_steps * nerf_iters_per_step + final_iters)."""
 
 
+def schedule_iterations(config: TrainerConfig) -> int:
+    """NeRF iterations of the run's NGD schedule (``NGDConfig.total_iters`` of the steps it will run)."""
+    ngd = getattr(config.pipeline, "ngd", None)
+    if ngd is None:
+        return 1
+    bundle = getattr(getattr(config.pipeline, "model", None), "bundle", None)
+    if ngd.mode == "feed-forward" or bundle is None:
+        return ngd.total_iters()
+    from nerfdiff_ns.bundle import load_bundle
+    from nerfdiff_ns.ngd import ngd_step_timesteps
+
+    return ngd.total_iters(len(ngd_step_timesteps(ngd, load_bundle(bundle).load_train_scheduler())))
+
+
 class NerfDiffTrainer(Trainer):
     config: NerfDiffTrainerConfig
 
     def __init__(self, config: NerfDiffTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         if config.max_num_iterations < 0:
-            ngd = getattr(config.pipeline, "ngd", None)
-            config.max_num_iterations = max(1, ngd.total_iters if ngd is not None else 1)
+            config.max_num_iterations = max(1, schedule_iterations(config))
         super().__init__(config, local_rank, world_size)
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:

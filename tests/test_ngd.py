@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nerfdiff_ns.data.cameras import azimuth_elevation, look_at, orbit_pose, virtual_cameras
-from nerfdiff_ns.ngd import NGDConfig, VirtualViewDiffusion
+from nerfdiff_ns.ngd import NGDConfig, VirtualViewDiffusion, ngd_step_timesteps
 
 
 @pytest.mark.parametrize("spread", [360.0, 120.0])
@@ -37,7 +37,7 @@ def test_look_at_projects_the_target_to_the_image_centre() -> None:
     assert abs(float(target_cam[0])) < 1e-5 and abs(float(target_cam[1])) < 1e-5 and float(target_cam[2]) < 0
 
 
-def _diffusion(gamma: float, guidance_form: str = "x0") -> VirtualViewDiffusion:
+def _diffusion(gamma: float, guidance_form: str = "x0", **ngd) -> VirtualViewDiffusion:
     from nerfdiff_ns.cdm.schedule import make_train_scheduler
     from nerfdiff_ns.cdm.unet import ConditionalDiffusionModel
 
@@ -46,7 +46,8 @@ def _diffusion(gamma: float, guidance_form: str = "x0") -> VirtualViewDiffusion:
                                     attention_levels=(False, False), camera_embedding_dim=8).eval()
     source = orbit_pose(2.7, 0.0, 20.0)
     cams = virtual_cameras(source, 3)
-    cfg = NGDConfig(diffusion_steps=4, guidance_gamma=gamma, guidance_form=guidance_form)  # type: ignore[arg-type]
+    ngd = {"diffusion_steps": 4, **ngd}
+    cfg = NGDConfig(guidance_gamma=gamma, guidance_form=guidance_form, **ngd)  # type: ignore[arg-type]
     return VirtualViewDiffusion(cdm, make_train_scheduler(), cfg, torch.rand(8, 8, 3), source, cams)
 
 
@@ -90,6 +91,62 @@ def test_paper_guidance_form_reaches_the_trajectories() -> None:
     eps.step(start)
     renders = torch.rand(3, 8, 8, 3)
     assert not torch.allclose(paper.step(renders), eps.step(renders), atol=1e-3)
+
+
+def test_pinned_steps_are_the_ones_with_full_guidance_weight() -> None:
+    from nerfdiff_ns.cdm.schedule import alpha_sigma, make_train_scheduler
+
+    sched = make_train_scheduler()
+    full = ngd_step_timesteps(NGDConfig(diffusion_steps=25, guidance_gamma=8.0, skip_pinned_steps=False), sched)
+    cfg = NGDConfig(diffusion_steps=25, guidance_gamma=8.0)
+    kept = ngd_step_timesteps(cfg, sched)
+    alpha, sigma = alpha_sigma(sched, full)
+    weight = 8.0 * sigma.view(-1) ** 2 / alpha.view(-1) ** 2
+    assert 0 < len(kept) < len(full)
+    assert torch.equal(kept, full[weight < 1.0])  # the kept steps keep their timesteps
+    assert cfg.total_iters(len(kept)) == len(kept) * cfg.nerf_iters_per_step + cfg.final_iters
+    # the unclamped forms never pin a step; with every step pinned the last one still runs
+    epsilon = NGDConfig(diffusion_steps=25, guidance_gamma=8.0, guidance_form="epsilon")
+    assert torch.equal(ngd_step_timesteps(epsilon, sched), full)
+    assert ngd_step_timesteps(NGDConfig(diffusion_steps=25, guidance_gamma=1e9), sched).tolist() == full[-1:].tolist()
+
+
+def test_skipping_pinned_steps_leaves_the_trajectories_unchanged() -> None:
+    """With the NeRF holding still, running the pinned steps (w_t = 1) changes neither target nor noise:
+    the skipped schedule ends at the same targets."""
+    full = _diffusion(gamma=8.0, diffusion_steps=25, skip_pinned_steps=False)
+    skipped = _diffusion(gamma=8.0, diffusion_steps=25)
+    assert len(skipped.timesteps) < len(full.timesteps)
+    render = torch.rand(3, 8, 8, 3)
+    full.start(render)
+    skipped.start(render)
+    while not full.done:
+        t = int(full.timesteps[full.step_index])
+        targets = full.step(render)
+        if t not in skipped.timesteps.tolist():
+            assert full.last_info.w_t == 1.0
+            assert torch.allclose(targets, render, atol=1e-6)
+    while not skipped.done:
+        last = skipped.step(render)
+    assert torch.allclose(last, targets, atol=1e-5)
+    assert torch.allclose(skipped.trajectories.noise, full.trajectories.noise, atol=1e-4)
+
+
+def test_ns_train_runs_the_kept_steps_only(tiny_bundle) -> None:
+    import copy
+
+    from nerfdiff_ns.bundle import load_bundle
+    from nerfdiff_ns.config import nerfdiff_tiny_method
+    from nerfdiff_ns.trainer import schedule_iterations
+
+    config = copy.deepcopy(nerfdiff_tiny_method.config)
+    config.pipeline.model.bundle = tiny_bundle[1]
+    ngd = config.pipeline.ngd
+    kept = len(ngd_step_timesteps(ngd, load_bundle(tiny_bundle[1]).load_train_scheduler()))
+    assert kept < ngd.diffusion_steps
+    assert schedule_iterations(config) == kept * ngd.nerf_iters_per_step + ngd.final_iters
+    config.pipeline.ngd.mode = "feed-forward"
+    assert schedule_iterations(config) == 0
 
 
 def test_virtual_views_are_drawn_in_the_viewer_with_their_targets() -> None:
