@@ -83,3 +83,15 @@ nerfdiff_tiny_method = MethodSpecification(
     ),
     description="NerfDiff CPU preset (32 px, 16 virtual views, a 25-step schedule whose pinned steps are skipped) matched to the shipped tiny bundles.",
 )
+
+nerfdiff_tiny64_method = MethodSpecification(
+    config=_trainer(
+        "nerfdiff-tiny-64",
+        # the nerfdiff-tiny schedule for a 64 px bundle (pretraining preset tiny-64): 4x the pixels per view,
+        # 2x the rays per batch
+        NGDConfig(num_virtual_views=16, diffusion_steps=25, nerf_iters_per_step=10, final_iters=200, guidance_gamma=8.0),
+        rays=2048, lr_triplane=2e-3, lr_field=2e-4,
+        live_viewer=LiveViewerConfig(refresh_seconds=2.0, max_resolution=256),
+    ),
+    description="NerfDiff 64 px CPU preset (nerfdiff-tiny's schedule, 2,048 rays) for bundles of the tiny-64 pretraining preset.",
+)

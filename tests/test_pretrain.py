@@ -246,8 +246,30 @@ def test_preset_then_flags(tiny_data, tmp_path):
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ValueError, match="unknown pretrain preset 'no-such-preset'") as info:
         parse_config(["--preset", "no-such-preset"])
-    for name in ("test", "tiny", "srn-128"):
+    for name in ("test", "tiny", "tiny-64", "srn-128"):
         assert repr(name) in str(info.value)
+
+
+def test_tiny_64_preset_builds_a_64px_nerf_and_cdm():
+    """The 64² preset's encoder, triplane, renderer and CDM agree on the resolution (one forward each)."""
+    from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF, SourceView
+    from nerfdiff_ns.training.joint_model import build_cdm
+
+    cfg = parse_config(["--preset", "tiny-64"])
+    assert (cfg.nerf.image_size, cfg.render_resolution) == (64, 64)
+    nerf = ImageConditionedNeRF(cfg.nerf)
+    cdm, scheduler = build_cdm(cfg)
+    with torch.no_grad():
+        triplane = nerf.encode(torch.rand(1, 64, 64, 3))
+        assert triplane.shape == (1, 3, cfg.nerf.triplane_channels, 64, 64)
+        c2w = torch.eye(4)[None]
+        c2w[0, 2, 3] = 2.7
+        source = SourceView(c2w, torch.tensor([[77.0, 77.0, 32.0, 32.0]]), (64, 64))
+        render = nerf.render_image(triplane, source, c2w, source.intrinsics, 64, 64)["rgb"]
+        assert render.shape == (1, 64, 64, 3)
+        x = render.permute(0, 3, 1, 2) * 2 - 1
+        out = cdm(x, torch.tensor([10]), x, x, torch.zeros(1, 12))
+    assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
 
 
 def test_unknown_key_in_preset_json(tmp_path):
