@@ -67,17 +67,23 @@ nerfdiff_method = MethodSpecification(
     description="NerfDiff: one image -> NeRF, finetuned by NeRF-guided distillation from a 3D-aware diffusion model.",
 )
 
+
+def _tiny_ngd() -> NGDConfig:
+    """NGD of the CPU presets, tuned with the shipped bundles.
+
+    gamma 8: tuned on val objects 900-902 with the shipped CDM (gamma 4 / 8 / 16: sharper vs. closer to the
+    NeRF; README "The benchmark"); a small CDM needs a firmer pull toward the 3D-consistent render.
+    16 virtual views: on chairs 900-905, NGD - feed-forward went from +0.13 dB (8 views) to +0.72 dB
+    (benchmarks/README.md "NGD levers"): the NeRF distils what the CDM adds only where views cover it.
+    With gamma 8, 20 of the 25 steps have w_t = 1 and are skipped (NGDConfig.skip_pinned_steps): 250 NeRF
+    iterations instead of 450, +0.81 instead of +0.72 dB on chairs 900-905.
+    """
+    return NGDConfig(num_virtual_views=16, diffusion_steps=25, nerf_iters_per_step=10, final_iters=200, guidance_gamma=8.0)
+
+
 nerfdiff_tiny_method = MethodSpecification(
     config=_trainer(
-        "nerfdiff-tiny",
-        # gamma 8: tuned on val objects 900-902 with the shipped CDM (gamma 4 / 8 / 16: sharper vs. closer
-        # to the NeRF; README "The benchmark"); a small CDM needs a firmer pull toward the 3D-consistent render.
-        # 16 virtual views: on chairs 900-905, NGD - feed-forward went from +0.13 dB (8 views) to +0.72 dB
-        # (benchmarks/README.md "NGD levers"): the NeRF distils what the CDM adds only where views cover it.
-        # With gamma 8, 20 of the 25 steps have w_t = 1 and are skipped (NGDConfig.skip_pinned_steps): 250 NeRF
-        # iterations instead of 450, +0.81 instead of +0.72 dB on chairs 900-905.
-        NGDConfig(num_virtual_views=16, diffusion_steps=25, nerf_iters_per_step=10, final_iters=200, guidance_gamma=8.0),
-        rays=1024, lr_triplane=2e-3, lr_field=2e-4,
+        "nerfdiff-tiny", _tiny_ngd(), rays=1024, lr_triplane=2e-3, lr_field=2e-4,
         # the NeRF is 32 px; a 128 px viewport renders at 2 fps on 2 idle cores (benchmarks/export_benchmark.py), 512 px at ~1/16 of that
         live_viewer=LiveViewerConfig(refresh_seconds=2.0, max_resolution=128),
     ),
@@ -85,13 +91,8 @@ nerfdiff_tiny_method = MethodSpecification(
 )
 
 nerfdiff_tiny64_method = MethodSpecification(
-    config=_trainer(
-        "nerfdiff-tiny-64",
-        # the nerfdiff-tiny schedule for a 64 px bundle (pretraining preset tiny-64): 4x the pixels per view,
-        # 2x the rays per batch
-        NGDConfig(num_virtual_views=16, diffusion_steps=25, nerf_iters_per_step=10, final_iters=200, guidance_gamma=8.0),
-        rays=2048, lr_triplane=2e-3, lr_field=2e-4,
-        live_viewer=LiveViewerConfig(refresh_seconds=2.0, max_resolution=256),
-    ),
+    # for a 64 px bundle (pretraining preset tiny-64): 4x the pixels per view, 2x the rays per batch
+    config=_trainer("nerfdiff-tiny-64", _tiny_ngd(), rays=2048, lr_triplane=2e-3, lr_field=2e-4,
+                    live_viewer=LiveViewerConfig(refresh_seconds=2.0, max_resolution=256)),
     description="NerfDiff 64 px CPU preset (nerfdiff-tiny's schedule, 2,048 rays) for bundles of the tiny-64 pretraining preset.",
 )

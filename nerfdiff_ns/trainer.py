@@ -26,7 +26,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 class NerfDiffTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: NerfDiffTrainer)
     max_num_iterations: int = -1
-    """NeRF iterations; -1 follows the NGD schedule (diffusion_steps * nerf_iters_per_step + final_iters)."""
+    """NeRF iterations; -1 follows the NGD schedule (the diffusion steps that run * nerf_iters_per_step + final_iters)."""
 
 
 def schedule_iterations(config: TrainerConfig) -> int:
