@@ -3,7 +3,7 @@
 # Validation objects of a generated set (input view fixed by protocol.json, 8 evenly spaced target views
 # each, 32 px), the shipped tiny bundle of that source, every method, two shards (one per core), merged.
 #
-#   bash benchmarks/ngd_claim.sh                 # ~25 min on 2 cores; writes runs/ngd-claim/summary.md
+#   bash benchmarks/ngd_claim.sh                 # ~9 min on 2 cores (50 objects: 45 min); writes runs/ngd-claim/summary.md
 #   NUM_OBJECTS=3 bash benchmarks/ngd_claim.sh   # a quicker look
 #   METHODS="feed-forward ngd" bash benchmarks/ngd_claim.sh
 #   NUM_OBJECTS=50 bash benchmarks/ngd_claim.sh  # all val objects 900-949 (issue 10 reports on all 50;

@@ -106,6 +106,8 @@ def test_viewer_refreshes_while_ngd_runs(browser, tmp_path: Path) -> None:
         # long enough to watch (the test stops it when it has seen what it needs), small enough to move fast
         "--pipeline.ngd.num-virtual-views", "4", "--pipeline.ngd.diffusion-steps", "25",
         "--pipeline.ngd.nerf-iters-per-step", "6",
+        # every step of the schedule runs (25 progress updates), pinned or not, so there is time to watch them
+        "--pipeline.ngd.skip-pinned-steps", "False",
         "nerfdiff-image", "--data", str(example / "904_input.png"), "--camera-file", str(example / "904_camera.json"),
     ]
     proc = start_logged(args, tmp_path, log_path, env)
