@@ -86,12 +86,14 @@ def main(cfg: ShipConfig) -> Path:
     command = (f"nerfdiff-pretrain --preset {run_cfg['preset']} --data {cfg.data} --output-dir {cfg.run} --steps "
                f"{run_cfg['steps']} --batch-size {run_cfg['batch_size']} {' '.join(stage + arch + knobs)}").strip()
     dataset = cfg.data / "dataset.json"
-    source = json.loads(dataset.read_text()).get("settings", {}).get("source", "random-urdfs") if dataset.is_file() else "random-urdfs"
+    settings = json.loads(dataset.read_text()).get("settings", {}) if dataset.is_file() else {}
+    source = settings.get("source", "random-urdfs")
+    resolution = settings.get("resolution", run_cfg["render_resolution"])
     card = [
         f"# nerfdiff-ns bundle: {cfg.dest.name}",
         "",
         f"- **Training data**: `{cfg.data}` — the `{source}` train split (objects 000–899, 24 random views each) "
-        f"rendered by `nerfdiff-generate-data --source {source} --output-dir {cfg.data} --resolution 32`.",
+        f"rendered by `nerfdiff-generate-data --source {source} --output-dir {cfg.data} --resolution {resolution}`.",
         f"- **Command (last stage)**: `{command}`, stopped and exported at the checkpoint below.",
         f"- **Steps (last stage)**: {trainer.step} (batch {run_cfg['batch_size']} objects/step)"
         + (f", after {trainer.init_steps} earlier steps in the bundle it started from." if trainer.init_steps else "."),

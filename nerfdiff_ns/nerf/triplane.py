@@ -86,8 +86,8 @@ def sample_triplane(
     batch, num_planes, channels, size_h, size_w = triplanes.shape
     if num_planes != 3:
         raise ValueError(f"expected 3 planes, got {num_planes}")
-    # the (a, b), (a, c), (b, c) pairs of PLANE_AXES as slices (no index copies)
-    grids = torch.stack([coords[..., 0:2], coords[..., 0::2], coords[..., 1:3]], dim=1)  # [B, 3, N, 2]
+    # each (i, j) pair of PLANE_AXES (i < j) as the strided slice i:j+1:j-i, a view: no index copies
+    grids = torch.stack([coords[..., i : j + 1 : j - i] for i, j in PLANE_AXES], dim=1)  # [B, 3, N, 2]
     planes = triplanes.reshape(batch * 3, channels, size_h, size_w)
     grids = grids.reshape(batch * 3, 1, -1, 2)
     feats = F.grid_sample(planes, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
