@@ -25,7 +25,11 @@ def test_methods_and_dataparsers_are_registered() -> None:
     from nerfstudio.configs.dataparser_configs import all_dataparsers
     from nerfstudio.configs.method_configs import all_descriptions, all_methods
 
-    assert {"nerfdiff", "nerfdiff-tiny"} <= set(all_methods)
+    assert {"nerfdiff", "nerfdiff-tiny", "nerfdiff-tiny-64"} <= set(all_methods)
+    # the 64² method: nerfdiff-tiny's NGD schedule with twice the rays
+    tiny, tiny64 = all_methods["nerfdiff-tiny"].pipeline, all_methods["nerfdiff-tiny-64"].pipeline
+    assert tiny64.ngd == tiny.ngd
+    assert tiny64.datamanager.train_num_rays_per_batch == 2 * tiny.datamanager.train_num_rays_per_batch == 2048
     assert "NGD" in all_descriptions["nerfdiff-tiny"] or "NerfDiff" in all_descriptions["nerfdiff-tiny"]
     assert {"nerfdiff-image", "nerfdiff-srn-object"} <= set(all_dataparsers)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
