@@ -97,3 +97,25 @@ def test_ngd_renders_all_virtual_views_in_one_ray_set_equal_to_one_view_at_a_tim
     assert batched.shape == (5, 12, 12, 3)
     torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(batched[0], batched[2])
+
+
+def test_render_image_of_several_views_with_one_triplane_equals_one_view_at_a_time(tiny_data, tmp_path):
+    """One object's triplane rendered at V cameras in one render_image call (points [V, N, 3] against a
+    [1, ...] triplane). Before sample_triplane broadcast the triplane, its grid reshape paired the
+    V rows' points with the wrong planes: the renders were garbage, with no error."""
+    trainer = _trainer(tiny_data, tmp_path)
+    nerf = trainer.nerf
+    batch = make_batch(trainer.dataset, trainer.cfg, 0, trainer.dist, trainer.device)
+    src = batch["source_image"][:1]
+    source = SourceView(batch["source_c2w"][:1], batch["intrinsics"][:1], tuple(src.shape[1:3]))
+    c2w, k = batch["target_c2w"], scale_intrinsics(batch["intrinsics"], src.shape[1], 8)
+    with torch.no_grad():
+        tri = nerf.encode(src)
+        together = nerf.render_image(tri, source, c2w, k, 8, 8)
+        for v in range(3):
+            one = nerf.render_image(tri, source, c2w[v : v + 1], k[v : v + 1], 8, 8)
+            for key in ("rgb", "depth", "accumulation"):
+                torch.testing.assert_close(together[key][v : v + 1], one[key], rtol=1e-5, atol=1e-6)
+        two = nerf.encode(batch["source_image"][:2])
+        with pytest.raises(ValueError, match="2 triplanes for 3 rows"):
+            nerf.render_image(two, source, c2w, k, 8, 8)

@@ -82,10 +82,18 @@ def sample_triplane(
     """Bilinearly sample ``[B, 3, C, S, S]`` triplanes at ``[B, N, 3]`` normalised coordinates.
 
     Returns ``[B, N, C]`` (sum) or ``[B, N, 3C]`` (concat). Points outside [-1, 1] read zeros.
+    One triplane ``[1, ...]`` serves every row of ``coords`` (several views of one object): the rows
+    are sampled as one point set. Any other batch mismatch is an error; folding the grids of B rows
+    onto fewer planes would silently pair points with the wrong plane.
     """
     batch, num_planes, channels, size_h, size_w = triplanes.shape
     if num_planes != 3:
         raise ValueError(f"expected 3 planes, got {num_planes}")
+    if coords.shape[0] != batch:
+        if batch != 1:
+            raise ValueError(f"{batch} triplanes for {coords.shape[0]} rows of points: pass one triplane per row, or one for all")
+        rows, num = coords.shape[:2]
+        return sample_triplane(triplanes, coords.reshape(1, rows * num, 3), aggregation).view(rows, num, -1)
     # each (i, j) pair of PLANE_AXES (i < j) as the strided slice i:j+1:j-i, a view: no index copies
     grids = torch.stack([coords[..., i : j + 1 : j - i] for i, j in PLANE_AXES], dim=1)  # [B, 3, N, 2]
     planes = triplanes.reshape(batch * 3, channels, size_h, size_w)
