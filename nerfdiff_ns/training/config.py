@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from nerfdiff_ns.nerf.image_nerf import NeRFConfig
+from nerfdiff_ns.training.lr_schedule import LRSchedule
 from nerfdiff_ns.training.timesteps import TimestepSampler
 
 
@@ -114,6 +115,11 @@ class PretrainConfig:
     """Adam learning rate of the NeRF."""
     lr_warmup_steps: int = 100
     """Linear warm-up steps for both models."""
+    lr_schedule: LRSchedule = "constant"
+    """After the warm-up: constant, or cosine decay to --lr-min-factor times the rate at the last step
+    (lets a continued stage settle; see training/lr_schedule.py)."""
+    lr_min_factor: float = 0.1
+    """Final learning rate as a fraction of the base rate, for --lr-schedule cosine."""
     grad_clip: float = 1.0
     """Max gradient norm (0 disables)."""
     mixed_precision: bool = True

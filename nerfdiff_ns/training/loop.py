@@ -21,6 +21,7 @@ from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batc
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import all_reduce_mean, init_distributed
 from nerfdiff_ns.training.joint_model import JointModel, build_cdm, ema_decay
+from nerfdiff_ns.training.lr_schedule import lr_factor
 from nerfdiff_ns.training.persistence import RunPersistence
 from nerfdiff_ns.training.progress import make_progress
 from nerfdiff_ns.training.render_cache import build_render_cache, make_cached_batch
@@ -113,7 +114,8 @@ class Trainer(RunPersistence):
 
     # -- loop ---------------------------------------------------------------------------------
     def lr_factor(self) -> float:
-        return min(1.0, (self.step + 1) / max(1, self.cfg.lr_warmup_steps))
+        cfg = self.cfg
+        return lr_factor(self.step, cfg.lr_warmup_steps, cfg.steps, cfg.lr_schedule, cfg.lr_min_factor)
 
     def train_step(self) -> dict[str, float] | None:
         cfg = self.cfg
