@@ -81,6 +81,10 @@ def main(cfg: ShipConfig) -> Path:
         knobs.append(f"--cdm.timestep-sampling {cdm_cfg['timestep_sampling']}")
     if cdm_cfg.get("render_start_prob", 0.0) > 0:
         knobs.append(f"--cdm.render-start-prob {cdm_cfg['render_start_prob']:g}")
+    if run_cfg.get("lr_schedule", "constant") != "constant":
+        knobs.append(f"--lr-schedule {run_cfg['lr_schedule']} --lr-min-factor {run_cfg.get('lr_min_factor', 0.1):g}")
+    if run_cfg.get("seed", 0):
+        knobs.append(f"--seed {run_cfg['seed']}")
     if run_cfg.get("freeze_nerf") and run_cfg.get("render_cache", True):
         knobs.append(f"--render-cache-pairs {run_cfg.get('render_cache_pairs', 24)}")
     command = (f"nerfdiff-pretrain --preset {run_cfg['preset']} --data {cfg.data} --output-dir {cfg.run} --steps "

@@ -160,7 +160,9 @@ class ImageConditionedNeRF(nn.Module):
         width: int,
         chunk: int = 8192,
     ) -> dict[str, torch.Tensor]:
-        """Render whole views ``c2w [B, 4, 4]`` -> ``rgb [B, H, W, 3]``, ``depth``, ``accumulation [B, H, W, 1]``."""
+        """Render whole views ``c2w [B, 4, 4]`` -> ``rgb [B, H, W, 3]``, ``depth``, ``accumulation [B, H, W, 1]``.
+
+        ``triplanes``: one per view ``[B, ...]``, or one object's ``[1, ...]`` seen from all B cameras."""
         pixels = image_pixels(height, width, c2w.device)[None].expand(c2w.shape[0], -1, -1)
         origins, dirs = camera_rays(c2w, intrinsics, pixels)
         outs: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "accumulation": []}
