@@ -29,13 +29,6 @@ import torch
 from _common import machine_facts, print_table, write_json  # noqa: E402
 
 
-def eval_target_indices(num_views: int, input_view: int, max_views: int) -> list[int]:
-    """The evaluation targets of nerfdiff-eval: ``max_views`` of the non-input views, evenly spaced."""
-    others = [i for i in range(num_views) if i != input_view]
-    step = len(others) / max_views
-    return [others[int(i * step)] for i in range(max_views)] if len(others) > max_views else others
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=Path("nerfdiff_ns/assets/bundle-chairs"), help="pretrained bundle folder")
@@ -73,7 +66,7 @@ def main() -> None:
         imgs, c2w, k = obj.images, obj.c2w, obj.intrinsics[None]
         h, w = imgs.shape[1:3]
         source = SourceView(c2w[input_view : input_view + 1], k, (h, w))
-        targets = eval_target_indices(imgs.shape[0], input_view, args.max_eval_views)
+        targets = obj.eval_view_indices(input_view, args.max_eval_views)
         nerf = bundle.load_nerf("cpu").eval()
         with torch.no_grad():
             initial = nerf.encode(imgs[input_view : input_view + 1])

@@ -555,3 +555,16 @@ def test_multiview_dataset_few_views_and_mixed_formats(tmp_path: Path):
     it = ds[2]
     assert it["target_images"].shape == (3, 4, 4, 3)
     assert ds.load_object(2).intrinsics.tolist() == [7.0, 8.0, 3.0, 2.5]  # read from transforms.json
+
+
+def test_eval_view_indices_are_the_evenly_spaced_non_input_views():
+    from nerfdiff_ns.data.views import MultiViewObject
+
+    def obj(views: int) -> MultiViewObject:
+        return MultiViewObject("o", torch.zeros(views, 2, 2, 3), torch.eye(4).expand(views, 4, 4).clone(), torch.ones(4))
+
+    # 23 non-input views, 8 wanted: step 23/8, indices int(i * 2.875) of [1..23]
+    assert obj(24).eval_view_indices(0, 8) == [1, 3, 6, 9, 12, 15, 18, 21]
+    assert obj(24).eval_view_indices(5, 0) == [i for i in range(24) if i != 5]  # 0 = every other view
+    assert obj(4).eval_view_indices(2, 8) == [0, 1, 3]  # fewer than asked: all of them
+    assert obj(1).eval_view_indices(0, 8) == [0]  # a lone view is scored against itself

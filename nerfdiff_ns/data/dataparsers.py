@@ -298,10 +298,7 @@ class SRNObjectDataParser(DataParser):
         if split == "train":
             indices = [idx]
         else:
-            indices = [i for i in range(obj.num_views) if i != idx] or [idx]
-            if self.config.max_eval_views and len(indices) > self.config.max_eval_views:
-                step = len(indices) / self.config.max_eval_views
-                indices = [indices[int(i * step)] for i in range(self.config.max_eval_views)]
+            indices = obj.eval_view_indices(idx, self.config.max_eval_views)
         intr = obj.intrinsics[None].expand(len(indices), 4)
         cams = _cameras(obj.c2w[indices], intr, obj.height, obj.width)
         metadata = {

@@ -73,3 +73,13 @@ class MultiViewObject:
     @property
     def width(self) -> int:
         return int(self.images.shape[2])
+
+    def eval_view_indices(self, input_view: int, max_views: int = 0) -> list[int]:
+        """Held-out targets of a single-image evaluation: every view but ``input_view``, at most
+        ``max_views`` of them evenly spaced (0 = all); the input itself when it is the only view.
+        One definition, so ``nerfdiff-eval`` (through the dataparser) and the benchmarks score the same views."""
+        indices = [i for i in range(self.num_views) if i != input_view] or [input_view]
+        if max_views and len(indices) > max_views:
+            step = len(indices) / max_views
+            indices = [indices[int(i * step)] for i in range(max_views)]
+        return indices
