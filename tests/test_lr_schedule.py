@@ -47,3 +47,12 @@ def test_trainer_runs_at_the_scheduled_rates(tiny_data, tmp_path):
         factor = lr_factor(step, 2, 6, "cosine", 0.2)
         assert seen[-1] == pytest.approx({"nerf": 1e-3 * factor, "cdm": 5e-4 * factor})
     assert seen[1]["nerf"] == pytest.approx(1e-3) and seen[5]["nerf"] == pytest.approx(1e-3 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * 0.75))))
+
+
+def test_trainer_refuses_a_bad_floor_before_reading_any_data(tmp_path):
+    # the data folder does not exist: the schedule's error must come first, before minutes of data and cache work
+    cfg = parse_config(["--preset", "test", "--data", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "run"),
+                        "--no-log-tensorboard", "--lr-schedule", "cosine", "--lr-min-factor", "1.5"])
+    with pytest.raises(ValueError, match="--lr-min-factor must lie in"):
+        Trainer(cfg)
+    assert not (tmp_path / "run").exists()

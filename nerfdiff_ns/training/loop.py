@@ -21,7 +21,7 @@ from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batc
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import all_reduce_mean, init_distributed
 from nerfdiff_ns.training.joint_model import JointModel, build_cdm, ema_decay
-from nerfdiff_ns.training.lr_schedule import lr_factor
+from nerfdiff_ns.training.lr_schedule import check_lr_schedule, lr_factor
 from nerfdiff_ns.training.persistence import RunPersistence
 from nerfdiff_ns.training.progress import make_progress
 from nerfdiff_ns.training.render_cache import build_render_cache, make_cached_batch
@@ -35,6 +35,7 @@ class Trainer(RunPersistence):
     def __init__(self, cfg: PretrainConfig) -> None:
         from nerfdiff_ns.data.multiview import MultiViewDataset
 
+        check_lr_schedule(cfg.lr_schedule, cfg.lr_min_factor)  # before any data or model work (the render cache takes minutes)
         if cfg.device == "auto":
             device_type = "cuda" if torch.cuda.is_available() else "cpu"
         else:

@@ -22,12 +22,17 @@ LRSchedule = Literal["constant", "cosine"]
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "constant", min_factor: float = 0.0) -> float:
-    """Multiplier of the base learning rate at optimisation step ``step`` (0-based)."""
+def check_lr_schedule(schedule: str, min_factor: float) -> None:
+    """Bad --lr-schedule / --lr-min-factor settings, named (the trainer calls this before any data work)."""
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     if not 0.0 <= min_factor <= 1.0:
         raise ValueError(f"--lr-min-factor must lie in [0, 1], got {min_factor}")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "constant", min_factor: float = 0.0) -> float:
+    """Multiplier of the base learning rate at optimisation step ``step`` (0-based)."""
+    check_lr_schedule(schedule, min_factor)
     warmup = max(1, warmup_steps)
     if step < warmup:
         return (step + 1) / warmup
