@@ -197,3 +197,12 @@ def run_worker(module: str, function: str, kwargs: dict[str, Any], timeout: floa
         f"worker {module}.{function}({kwargs}) failed with exit code {proc.returncode}:\n"
         f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
+
+
+def val_objects(split_dir: Path, num_objects: int) -> tuple[int, list[Path]]:
+    """(input view index from the split's protocol.json, default 0; its first ``num_objects`` object folders)."""
+    from nerfdiff_ns.data.srn import list_srn_objects
+
+    protocol = split_dir / "protocol.json"
+    input_view = int(json.loads(protocol.read_text()).get("input_view_index", 0)) if protocol.is_file() else 0
+    return input_view, list_srn_objects(split_dir.parent, split_dir.name)[:num_objects]

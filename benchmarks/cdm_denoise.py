@@ -20,12 +20,11 @@ and scores its final targets with PSNR, SSIM and the sharpness ratio beside R's 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from _common import machine_facts, print_table, resolve_device, write_json  # noqa: E402
+from _common import machine_facts, print_table, resolve_device, val_objects, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +49,6 @@ def main() -> None:
     from nerfdiff_ns.cdm.schedule import alpha_sigma, ngd_timesteps, x0_from_prediction
     from nerfdiff_ns.cdm.unet import from_diffusion_range, relative_camera, to_diffusion_range
     from nerfdiff_ns.data.multiview import load_object_folder
-    from nerfdiff_ns.data.srn import list_srn_objects
     from nerfdiff_ns.metrics import psnr, sharpness_ratio, ssim
     from nerfdiff_ns.nerf.image_nerf import SourceView
 
@@ -60,9 +58,7 @@ def main() -> None:
     nerf = bundle.load_nerf(device).eval()
     cdm = bundle.load_cdm(device, ema=not args.raw)
     scheduler = bundle.load_train_scheduler()
-    protocol = args.data / "protocol.json"
-    input_view = json.loads(protocol.read_text()).get("input_view_index", 0) if protocol.is_file() else 0
-    folders = list_srn_objects(args.data.parent, args.data.name)[: args.num_objects]
+    input_view, folders = val_objects(args.data, args.num_objects)
     gen = torch.Generator().manual_seed(args.seed)
     timesteps = ngd_timesteps(args.steps, args.t_max, args.t_min, scheduler.config.num_train_timesteps)
     scores: dict[str, list[torch.Tensor]] = {}

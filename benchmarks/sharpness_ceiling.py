@@ -21,12 +21,11 @@ PSNR, SSIM and the sharpness ratio, beside the feed-forward render.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from _common import machine_facts, print_table, write_json  # noqa: E402
+from _common import machine_facts, print_table, val_objects, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -45,16 +44,13 @@ def main() -> None:
 
     from nerfdiff_ns.bundle import load_bundle
     from nerfdiff_ns.data.multiview import load_object_folder
-    from nerfdiff_ns.data.srn import list_srn_objects
     from nerfdiff_ns.metrics import psnr, sharpness_ratio, ssim
     from nerfdiff_ns.nerf.image_nerf import SourceView
     from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
 
     torch.manual_seed(args.seed)
     bundle = load_bundle(args.bundle)
-    protocol = args.data / "protocol.json"
-    input_view = json.loads(protocol.read_text()).get("input_view_index", 0) if protocol.is_file() else 0
-    folders = list_srn_objects(args.data.parent, args.data.name)[: args.num_objects]
+    input_view, folders = val_objects(args.data, args.num_objects)
     scores: dict[str, list[torch.Tensor]] = {}
 
     def score(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
