@@ -62,12 +62,6 @@ class NGDConfig:
     """Use the bundle's EMA weights of the CDM."""
     seed: int = 0
     """Seed of the trajectories' noise."""
-    start_noise: Literal["independent", "surface"] = "independent"
-    """Starting noise of the trajectories: 'independent' per view, or 'surface': one Gaussian per cell of a
-    3D grid on the NeRF's visible surface, so views that see the same point start from the same noise
-    (each view's noise stays i.i.d. N(0, 1); cdm/surface_noise.py). Only the ngd mode uses it."""
-    surface_noise_cell: float = 1.0
-    """Cell edge of the 'surface' noise grid, in pixel footprints at the object's centre (camera distance / fx)."""
 
     def total_iters(self, num_steps: Optional[int] = None) -> int:
         """NeRF iterations of the whole schedule: K' * N + final, with K' the number of diffusion steps
@@ -136,11 +130,8 @@ class VirtualViewDiffusion:
 
         return to_diffusion_range(resize_to(renders01.permute(0, 3, 1, 2).float().to(self.device), self.resolution))
 
-    def start(self, renders01: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Start every trajectory at the renders ``[V, H, W, 3 + E]``, with ``noise [V, 3, h, w]`` when
-        given (e.g. ``surface_consistent_noise``), else independent noise from the seed."""
-        self.trajectories.init(self._cond(renders01).cpu(), self.generator,
-                               noise=None if noise is None else noise.float().cpu())
+    def start(self, renders01: torch.Tensor) -> torch.Tensor:
+        self.trajectories.init(self._cond(renders01).cpu(), self.generator)
         self.trajectories.targets = self.trajectories.targets.to(self.device)
         self.trajectories.noise = self.trajectories.noise.to(self.device)
         return self.targets01()

@@ -124,23 +124,6 @@ class NerfDiffPipeline(VanillaPipeline):
         model.train(was_training)
         return renders
 
-    @torch.no_grad()
-    def surface_noise(self, size: int) -> torch.Tensor:
-        """Starting noise ``[V, 3, size, size]`` shared across the virtual views through the NeRF's surface
-        (``NGDConfig.start_noise = 'surface'``, cdm/surface_noise.py)."""
-        from nerfdiff_ns.cdm.surface_noise import surface_consistent_noise, surface_points
-
-        geometry = self.render_virtual_views(size, ("depth", "opacity"))
-        c2w = self.virtual_c2w.to(self.device)
-        k = self.virtual_intrinsics(size).to(self.device)
-        radius = self.model.nerf.config.object_radius
-        distance = c2w[:, :3, 3].norm(dim=-1).view(-1, 1, 1, 1)
-        depth = distance - radius + 2.0 * radius * geometry[..., 3:4]  # undo the depth condition's [0, 1] map
-        points = surface_points(c2w, k, size, depth)
-        cell = self.config.ngd.surface_noise_cell * float(distance.mean()) / float(k[0])
-        generator = self.diffusion.generator
-        return surface_consistent_noise(points, geometry[..., 4] > 0.5, cell, 3, generator)
-
     def advance_ngd(self, step: int) -> None:
         """Run the diffusion work that is due before NeRF iteration ``step``."""
         ngd = self.config.ngd
@@ -158,8 +141,7 @@ class NerfDiffPipeline(VanillaPipeline):
         if ngd.mode == "sds":  # pure score distillation: no virtual targets, only the SDS loss (sds_loss)
             return
         if dm.virtual_cameras is None:
-            noise = self.surface_noise(size) if ngd.start_noise == "surface" else None
-            self._set_virtual(diffusion.start(self.render_virtual_views(size, kinds), noise), size)
+            self._set_virtual(diffusion.start(self.render_virtual_views(size, kinds)), size)
         if not diffusion.done and step >= diffusion.step_index * ngd.nerf_iters_per_step:
             targets = diffusion.step(self.render_virtual_views(size, kinds))
             dm.update_virtual_targets(targets)

@@ -199,19 +199,15 @@ class NGDTrajectories:
         renders: torch.Tensor,
         generator: Optional[torch.Generator] = None,
         resolution: Optional[Tuple[int, int]] = None,
-        noise: Optional[torch.Tensor] = None,
     ) -> "NGDTrajectories":
-        """I^pi <- render (resized to `resolution`, default: as given), eps^pi <- `noise` when given, else
-        ~ N(0, I) from `generator`.
+        """I^pi <- render (resized to `resolution`, default: as given), eps^pi ~ N(0, I) from `generator`.
 
         Only the render's RGB channels start the targets (extra condition channels are not images)."""
         renders = renders[:, :3].detach().float()
         if resolution is not None:
             renders = resize_to(renders, tuple(resolution))
         self.targets = renders.clone()
-        if noise is not None and tuple(noise.shape) != tuple(renders.shape):
-            raise ValueError(f"noise has shape {tuple(noise.shape)}, the targets {tuple(renders.shape)}")
-        self.noise = _randn(tuple(renders.shape), renders, generator) if noise is None else noise.to(renders).clone()
+        self.noise = _randn(tuple(renders.shape), renders, generator)
         return self
 
     def targets_01(self) -> torch.Tensor:
