@@ -81,6 +81,8 @@ class EvalConfig:
     """Adam learning rate of the triplane (default: the base method's)."""
     lr_field: Optional[float] = None
     """Adam learning rate of the decoder MLP (default: the base method's)."""
+    rgb_loss: Optional[Literal["mse", "l1"]] = None
+    """Photometric loss of the NeRF methods (pipeline.model.rgb_loss; default: the base method's)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device of the NeRF and the CDM (machine.device_type); auto = cuda when available."""
     seed: Optional[int] = None

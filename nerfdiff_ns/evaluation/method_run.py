@@ -91,6 +91,8 @@ def make_trainer_config(cfg: EvalConfig, obj: Path, mode: str, scratch: Path, de
         tc.optimizers["triplane"]["optimizer"].lr = float(cfg.lr_triplane)
     if cfg.lr_field is not None:
         tc.optimizers["field"]["optimizer"].lr = float(cfg.lr_field)
+    if cfg.rgb_loss is not None:
+        tc.pipeline.model.rgb_loss = cfg.rgb_loss
     tc.output_dir = Path(scratch)
     tc.experiment_name = Path(obj).name
     tc.timestamp = mode
