@@ -35,3 +35,17 @@ def test_disagreeing_targets_median_vs_mean(kind: str, expected: float):
         _loss(kind, value.expand(3, 3), {"image": target}).backward()
         opt.step()
     assert float(value.mean()) == pytest.approx(expected, abs=0.03)
+
+
+@pytest.mark.parametrize("flag, expected", [(None, "l1"), ("mse", "mse")])
+def test_nerfdiff_eval_passes_the_loss_to_every_nerf_method(flag, expected, tmp_path):
+    """`nerfdiff-eval --rgb-loss` reaches the TrainerConfig each method runs, and the record says which loss ran."""
+    from nerfdiff_ns.evaluation.config import EvalConfig
+    from nerfdiff_ns.evaluation.method_run import make_trainer_config
+    from nerfdiff_ns.evaluation.scoring import settings_of
+
+    cfg = EvalConfig(data=tmp_path, rgb_loss=flag)
+    for mode in ("ngd", "input-only", "sds"):
+        tc = make_trainer_config(cfg, tmp_path / "900", mode, tmp_path / "scratch", "cpu")
+        assert tc.pipeline.model.rgb_loss == expected
+    assert settings_of(cfg, "cpu")["rgb_loss"] == expected
