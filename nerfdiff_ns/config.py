@@ -81,11 +81,13 @@ def _tiny_ngd() -> NGDConfig:
     return NGDConfig(num_virtual_views=16, diffusion_steps=25, nerf_iters_per_step=10, final_iters=200, guidance_gamma=8.0)
 
 
+TINY_LR_TRIPLANE = 8e-3
+"""Adam rate of the finetuned triplane in the CPU presets (2e-3 before): chairs 900-919, NGD sharpness 0.193 -> 0.254,
+SSIM +0.010, PSNR -0.05 dB at the same cost (benchmarks/README.md "NGD levers"). The 64 px preset shares it untuned."""
+
 nerfdiff_tiny_method = MethodSpecification(
     config=_trainer(
-        # lr_triplane 8e-3 (was 2e-3): chairs 900-919, NGD sharpness 0.193 -> 0.254, SSIM +0.010, PSNR -0.05 dB at the
-        # same cost; 4e-3 gave 0.259 on 900-905 (benchmarks/README.md "NGD levers")
-        "nerfdiff-tiny", _tiny_ngd(), rays=1024, lr_triplane=8e-3, lr_field=2e-4,
+        "nerfdiff-tiny", _tiny_ngd(), rays=1024, lr_triplane=TINY_LR_TRIPLANE, lr_field=2e-4,
         # the NeRF is 32 px; a 128 px viewport renders at 2 fps on 2 idle cores (benchmarks/export_benchmark.py), 512 px at ~1/16 of that
         live_viewer=LiveViewerConfig(refresh_seconds=2.0, max_resolution=128),
     ),
@@ -94,7 +96,7 @@ nerfdiff_tiny_method = MethodSpecification(
 
 nerfdiff_tiny64_method = MethodSpecification(
     # for a 64 px bundle (pretraining preset tiny-64): 4x the pixels per view, 2x the rays per batch
-    config=_trainer("nerfdiff-tiny-64", _tiny_ngd(), rays=2048, lr_triplane=8e-3, lr_field=2e-4,
+    config=_trainer("nerfdiff-tiny-64", _tiny_ngd(), rays=2048, lr_triplane=TINY_LR_TRIPLANE, lr_field=2e-4,
                     live_viewer=LiveViewerConfig(refresh_seconds=2.0, max_resolution=256)),
     description="NerfDiff 64 px CPU preset (nerfdiff-tiny's schedule, 2,048 rays) for bundles of the tiny-64 pretraining preset.",
 )
