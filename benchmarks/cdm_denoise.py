@@ -13,6 +13,8 @@ can pull the NeRF toward the truth there; the gain is what NGD distils.
 ``--trajectory GAMMA ...`` also runs NGD's whole guided reverse trajectory per target view with the
 render R held fixed (NGD with a NeRF that never moves: what the first virtual targets look like)
 and scores its final targets with PSNR, SSIM and the sharpness ratio beside R's own.
+``--low-t-bundle B --switch-t S ...`` adds trajectories that hand the steps below t = S to B's CDM
+(a CDM that corrects the render at high noise, another that draws detail at low noise).
 
     python benchmarks/cdm_denoise.py --bundle nerfdiff_ns/assets/bundle-tiny --data data/synth32/val --num-objects 10
 """
@@ -39,9 +41,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25, help="diffusion steps K of each trajectory")
     parser.add_argument("--t-max", type=float, default=0.98, help="trajectory start (fraction of T-1)")
     parser.add_argument("--t-min", type=float, default=0.02, help="trajectory end (fraction of T-1)")
+    parser.add_argument("--low-t-bundle", type=Path, default=None,
+                        help="a second bundle whose CDM runs the trajectory steps below each --switch-t (same NeRF renders)")
+    parser.add_argument("--switch-t", type=int, nargs="*", default=[],
+                        help="with --low-t-bundle: trajectories where --bundle's CDM runs t >= S and the other one t < S")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when available")
     parser.add_argument("--output-json", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
+    if bool(args.low_t_bundle) != bool(args.switch_t) or (args.switch_t and not args.trajectory):
+        parser.error("--low-t-bundle and --switch-t go together, with --trajectory GAMMA")
 
     from nerfdiff_ns.bundle import load_bundle
     from nerfdiff_ns.cdm.conditions import cdm_condition_kinds, render_condition_views
@@ -57,6 +65,7 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     nerf = bundle.load_nerf(device).eval()
     cdm = bundle.load_cdm(device, ema=not args.raw)
+    low_cdm = load_bundle(args.low_t_bundle).load_cdm(device, ema=not args.raw) if args.low_t_bundle else None
     scheduler = bundle.load_train_scheduler()
     input_view, folders = val_objects(args.data, args.num_objects)
     gen = torch.Generator().manual_seed(args.seed)
@@ -99,10 +108,12 @@ def main() -> None:
                     x0 = from_diffusion_range(x0_from_prediction(scheduler, z, pred, t, cdm.config.prediction_type).clamp(-1, 1))
                     sums[f"{key}@{t}"].append(psnr(hwc(x0), hwc(gt)))
             for gamma in args.trajectory:
-                traj = NGDTrajectories(scheduler).init(cond, gen)
-                for t in timesteps.tolist():
-                    traj.step(cdm, t, cond, src, rel, gamma=gamma)
-                scores.setdefault(f"trajectory gamma={gamma:g}", []).append(score(traj.targets_01(), gt))
+                for switch in [None, *args.switch_t]:  # None: --bundle's CDM at every step
+                    traj = NGDTrajectories(scheduler).init(cond, gen)
+                    for t in timesteps.tolist():
+                        traj.step(cdm if switch is None or t >= switch else low_cdm, t, cond, src, rel, gamma=gamma)
+                    name = f"trajectory gamma={gamma:g}" + ("" if switch is None else f", low-t CDM below t={switch}")
+                    scores.setdefault(name, []).append(score(traj.targets_01(), gt))
     table = {key: torch.cat(v).mean(0).cpu().tolist() for key, v in scores.items()}
     means = {"render": table["render"][0], **{key: float(torch.cat(v).mean()) for key, v in sums.items()}}
     facts = machine_facts(device)

@@ -216,3 +216,19 @@ def test_render_start_samples_noise_the_render_and_regress_toward_the_target(tin
         with pytest.raises(ValueError, match="render-start"):
             Trainer(parse_config(["--preset", "test", "--data", str(tiny_data), "--output-dir", str(tmp_path / "bad"),
                                   "--no-log-tensorboard", *bad]))
+
+
+def test_render_start_band_draws_its_timesteps_between_min_and_max(tiny_data, tmp_path):
+    """--cdm.render-start-min-t keeps the lowest timesteps for re-noised targets only."""
+    cfg = parse_config(["--preset", "test", "--data", str(tiny_data), "--output-dir", str(tmp_path),
+                        "--no-log-tensorboard", "--batch-size", "8", "--cdm.render-start-prob", "0.5",
+                        "--cdm.render-start-min-t", "20", "--cdm.render-start-max-t", "40"])
+    trainer = Trainer(cfg)
+    batches = [make_batch(trainer.dataset, cfg, step, trainer.dist, trainer.device) for step in range(6)]
+    steps = torch.cat([batch["timesteps"][batch["render_start"]] for batch in batches])
+    assert steps.numel() > 10 and int(steps.min()) >= 20 and int(steps.max()) <= 40
+    assert int(steps.max()) - int(steps.min()) >= 10  # spread over the band, not one value
+    with pytest.raises(ValueError, match="render-start-min-t"):
+        Trainer(parse_config(["--preset", "test", "--data", str(tiny_data), "--output-dir", str(tmp_path / "bad"),
+                              "--no-log-tensorboard", "--cdm.render-start-prob", "0.5",
+                              "--cdm.render-start-min-t", "50", "--cdm.render-start-max-t", "40"]))

@@ -73,7 +73,7 @@ def draw_diffusion_inputs(sample: dict[str, torch.Tensor], cfg: PretrainConfig, 
     sample["drop"] = torch.rand((1,), generator=gen) < cfg.cdm.condition_dropout_prob
     if cfg.cdm.render_start_prob > 0:  # drawn after the others, so runs without it keep their streams
         start = torch.rand((1,), generator=gen) < cfg.cdm.render_start_prob
-        low_t = torch.randint(cfg.cdm.render_start_max_t + 1, (1,), generator=gen)
+        low_t = torch.randint(cfg.cdm.render_start_min_t, cfg.cdm.render_start_max_t + 1, (1,), generator=gen)
         sample["render_start"] = start
         sample["timesteps"] = torch.where(start, low_t, sample["timesteps"])
 

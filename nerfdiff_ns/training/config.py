@@ -66,7 +66,12 @@ class CDMConfig:
     CDM exactly there, on re-noised renders at low noise; a CDM trained only on re-noised targets learns to keep
     a blurry render. 0 = off (the paper's training)."""
     render_start_max_t: int = 250
-    """Render-start samples draw t uniformly from [0, --cdm.render-start-max-t] (where NGD trusts the CDM)."""
+    """Render-start samples draw t uniformly from [--cdm.render-start-min-t, --cdm.render-start-max-t] (where NGD
+    trusts the CDM)."""
+    render_start_min_t: int = 0
+    """First timestep of render-start samples. Above 0, the lowest timesteps are trained only on re-noised targets,
+    so there the CDM keeps drawing detail, while the band above corrects the render (random_urdfs experiment,
+    benchmarks/README.md)."""
     render_start_snr_gamma: float = 5.0
     """Min-SNR-gamma weight min(SNR, gamma)/SNR of render-start samples: their noise target grows as 1/sigma at
     low t, this weights them as an x0 error instead."""
@@ -83,6 +88,9 @@ class CDMConfig:
         if not 0 <= self.render_start_max_t < self.num_train_timesteps:
             raise ValueError(f"--cdm.render-start-max-t {self.render_start_max_t} must lie in "
                              f"[0, {self.num_train_timesteps - 1}] (a timestep of the noise schedule)")
+        if not 0 <= self.render_start_min_t <= self.render_start_max_t:
+            raise ValueError(f"--cdm.render-start-min-t {self.render_start_min_t} must lie in "
+                             f"[0, --cdm.render-start-max-t {self.render_start_max_t}]")
         if self.render_start_snr_gamma <= 0:
             raise ValueError(f"--cdm.render-start-snr-gamma must be positive, got {self.render_start_snr_gamma}")
 
