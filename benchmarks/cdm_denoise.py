@@ -66,6 +66,9 @@ def main() -> None:
     nerf = bundle.load_nerf(device).eval()
     cdm = bundle.load_cdm(device, ema=not args.raw)
     low_cdm = load_bundle(args.low_t_bundle).load_cdm(device, ema=not args.raw) if args.low_t_bundle else None
+    if low_cdm is not None and cdm_condition_kinds(low_cdm) != cdm_condition_kinds(cdm):
+        parser.error(f"--low-t-bundle's CDM expects the conditions {cdm_condition_kinds(low_cdm)}, --bundle's "
+                     f"{cdm_condition_kinds(cdm)}: both CDMs read the same NeRF renders")
     scheduler = bundle.load_train_scheduler()
     input_view, folders = val_objects(args.data, args.num_objects)
     gen = torch.Generator().manual_seed(args.seed)
