@@ -380,6 +380,18 @@ def test_init_from_a_bundle_without_cdm(tiny_data, tmp_path):
     assert stage2.train_step() is not None
 
 
+def test_a_nerf_only_run_continues_the_nerf_of_a_joint_bundle(tiny_bundle, tmp_path):
+    """--cdm.no-enabled --init-from a joint bundle: the NeRF is copied, its CDM is left behind."""
+    from nerfdiff_ns.bundle import load_bundle
+
+    data, bundle_path = tiny_bundle
+    trainer = Trainer(make_cfg(data, tmp_path, "--cdm.no-enabled", "--init-from", str(bundle_path), "--steps", "1"))
+    assert trainer.cdm is None and trainer.init_steps == 2
+    assert state_equal(trainer.nerf.state_dict(), load_bundle(bundle_path).load_nerf().state_dict())
+    trainer.run()
+    assert not load_bundle(tmp_path / "bundle").config.has_cdm
+
+
 def test_freeze_nerf_trains_only_the_cdm(tiny_bundle, tmp_path):
     data, bundle_path = tiny_bundle
     cfg = make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--freeze-nerf", "--steps", "6",

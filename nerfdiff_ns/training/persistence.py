@@ -48,7 +48,7 @@ class RunPersistence:
         bundle = load_bundle(path)
         saved = {"nerf": dataclasses.asdict(bundle.config.nerf), "cdm": bundle.config.extra.get("pretrain_config", {}).get("cdm", {})}
         diffs = architecture_differences(json.dumps(saved, default=str), self.cfg)
-        if not bundle.config.has_cdm:
+        if not bundle.config.has_cdm or not self.cfg.cdm.enabled:  # a NeRF-only run takes the NeRF alone
             diffs = [d for d in diffs if not d.startswith("cdm.")]
         # An RGB-only CDM may be widened to take --cdm.conditions (zero weights on the new channels)
         widen = bundle.config.has_cdm and not saved["cdm"].get("conditions") and bool(self.cfg.cdm.conditions)
