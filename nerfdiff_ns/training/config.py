@@ -156,7 +156,8 @@ class PretrainConfig:
     """Append every step's losses (or a skipped marker) to output_dir/losses.jsonl (rank 0)."""
     init_from: Path | None = None
     """Start from this bundle's weights (NeRF, CDM and its EMA) instead of random ones; the architecture
-    must match. Ignored when output_dir already has a checkpoint (that run resumes instead)."""
+    must match. A NeRF-only run (--cdm.no-enabled) takes the NeRF alone. Ignored when output_dir already has a
+    checkpoint (that run resumes instead)."""
     freeze_nerf: bool = False
     """Train only the CDM: the NeRF renders its conditions without gradients and is not updated. A second
     stage after joint training (with --init-from) that spends every step's compute on the diffusion model."""
