@@ -169,7 +169,8 @@ class NerfDiffPipeline(VanillaPipeline):
         c2w = self.virtual_c2w[view : view + 1].to(self.device)
         k = self.virtual_intrinsics(size).to(self.device)[None]
         o, d = camera_rays(c2w, k, image_pixels(size, size, self.device)[None])
-        out = self.model.nerf.render_rays(self.model.triplane, self.model.source, o, d, jitter=True)
+        out = self.model.nerf.render_rays(self.model.triplane, self.model.source, o, d, jitter=True,
+                                          features="features" in diffusion.condition_kinds)
         image = to_diffusion_range(out["rgb"].view(1, size, size, 3).permute(0, 3, 1, 2))
         renders = None  # the CDM's condition is the image itself, plus its extra channels when it has any
         if diffusion.condition_kinds:

@@ -1,4 +1,4 @@
-"""Extra pixel-aligned CDM conditions (depth, opacity) and render-start training.
+"""Extra pixel-aligned CDM conditions (depth, opacity, rendered features) and render-start training.
 
 The conditions round-trip through pretraining, the render cache, bundle save/load and NGD; an
 RGB-only CDM widened to take them computes what it computed before; render-start samples noise
@@ -17,20 +17,33 @@ from nerfdiff_ns.nerf.image_nerf import SourceView
 from nerfdiff_ns.pretrain import Trainer, make_batch, parse_config
 from nerfdiff_ns.training.render_cache import triple_inputs
 
-KINDS = ("depth", "opacity")
+
+def cdm_channels(cdm) -> int:
+    """Channels of the render condition a CDM reads (3 + E)."""
+    return 3 + cdm.extra_condition_channels
+
+KINDS = ("depth", "opacity", "features")
+FEATURES = 8  # the test preset's triplane channels (sum aggregation): the width of the 'features' condition
+EXTRA = 2 + FEATURES  # channels after the RGB: depth, opacity, features
 
 
 def test_condition_image_maps_depth_over_the_object_range_and_keeps_opacity():
     out = {"rgb": torch.full((2, 4, 3), 0.5),
            "depth": torch.tensor([1.7, 2.7, 3.7, 5.0]).view(1, 4, 1).expand(2, 4, 1),
            "accumulation": torch.tensor([1.0, 0.5, 0.0, 1.2]).view(1, 4, 1).expand(2, 4, 1)}
-    image = condition_image(out, KINDS, torch.tensor([2.7, 3.7]), object_radius=1.0)
+    image = condition_image(out, ("depth", "opacity"), torch.tensor([2.7, 3.7]), object_radius=1.0)
     assert image.shape == (2, 4, 5)
     torch.testing.assert_close(image[..., :3], out["rgb"])
     torch.testing.assert_close(image[0, :, 3], torch.tensor([0.0, 0.5, 1.0, 1.0]))  # d - r .. d + r -> 0 .. 1, clamped
     torch.testing.assert_close(image[1, :, 3], torch.tensor([0.0, 0.0, 0.5, 1.0]))  # per-view camera distance
     torch.testing.assert_close(image[0, :, 4], torch.tensor([1.0, 0.5, 0.0, 1.0]))
     assert condition_image(out, ("opacity",), torch.tensor([2.7, 2.7]), 1.0).shape == (2, 4, 4)
+    feats = torch.tensor([-30.0, 0.0, 30.0]).view(1, 1, 3).expand(2, 4, 3)
+    image = condition_image({**out, "features": feats}, ("features", "opacity"), torch.tensor([2.7, 2.7]), 1.0)
+    torch.testing.assert_close(image[0, 0, 3:6], torch.tensor([0.0, 0.5, 1.0]))  # squashed to (0, 1) by a sigmoid
+    torch.testing.assert_close(image[..., 6], out["accumulation"][..., 0].clamp(max=1.0))  # in the order asked for
+    with pytest.raises(ValueError, match="features=True"):
+        condition_image(out, ("features",), torch.tensor([2.7, 2.7]), 1.0)
     with pytest.raises(ValueError, match="unknown CDM condition"):
         condition_image(out, ("normals",), torch.tensor([2.7, 2.7]), 1.0)
 
@@ -46,22 +59,49 @@ def conditions_run(tiny_data, tmp_path_factory):
     return trainer, out / "bundle"
 
 
+def test_rendered_features_are_the_triplane_features_composited_like_the_colour():
+    from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF, NeRFConfig
+    from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
+
+    nerf = ImageConditionedNeRF(NeRFConfig(image_size=16, triplane_channels=8, triplane_resolution=16,
+                                           num_coarse_samples=12, num_fine_samples=6))
+    c2w = torch.eye(4)[None]
+    c2w[0, 2, 3] = 2.7
+    k = torch.tensor([[20.0, 20.0, 8.0, 8.0]])
+    source = SourceView(c2w, k, (16, 16))
+    o, d = camera_rays(c2w, k, image_pixels(16, 16, "cpu")[None])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        random_planes = torch.randn(1, 3, 8, 16, 16, generator=g)
+        plain = nerf.render_rays(random_planes, source, o, d, jitter=True, generator=torch.Generator().manual_seed(1))
+        rich = nerf.render_rays(random_planes, source, o, d, jitter=True, generator=torch.Generator().manual_seed(1),
+                                features=True)
+        assert "features" not in plain and rich["features"].shape == (1, 256, nerf.feature_channels)
+        for key in ("rgb", "depth", "accumulation"):  # asking for features changes nothing else
+            torch.testing.assert_close(rich[key], plain[key])
+        # constant planes: every point's feature is the sum over the 3 planes, so the render is opacity x 3c
+        flat = nerf.render_rays(torch.full((1, 3, 8, 16, 16), 0.25), source, o, d, features=True)
+    torch.testing.assert_close(flat["features"], flat["accumulation"].expand(-1, -1, 8) * 0.75, rtol=0, atol=1e-3)
+    assert float(flat["accumulation"].min()) < 0.01  # rays that miss the object render (close to) zero features
+
+
 def test_conditions_train_and_round_trip_through_the_bundle(conditions_run):
     from nerfdiff_ns.bundle import load_bundle
 
     trainer, bundle_path = conditions_run
     assert trainer.cdm.config.condition_kinds in (KINDS, list(KINDS))
-    assert trainer.cdm.unet.conv_in.in_channels == 11  # x_t 3 + render 3 + depth 1 + opacity 1 + source 3
+    assert trainer.cdm.unet.conv_in.in_channels == 9 + EXTRA  # x_t 3 + render 3 + depth 1 + opacity 1 + F + source 3
+    assert cdm_channels(trainer.cdm) == 3 + EXTRA
     bundle = load_bundle(bundle_path)
     cdm = bundle.load_cdm("cpu")
-    assert tuple(cdm.config.condition_kinds) == KINDS
+    assert tuple(cdm.config.condition_kinds) == KINDS and cdm.config.feature_condition_channels == FEATURES
     torch.testing.assert_close(cdm.unet.conv_in.weight, trainer.ema.unet.conv_in.weight)
     batch = make_batch(trainer.dataset, trainer.cfg, 0, trainer.dist, trainer.device)
     with torch.no_grad():
         render, _ = trainer.model.render_views(batch, jitter=False)
-    assert render.shape[-1] == 5 and float(render[..., 3:].min()) >= 0.0 and float(render[..., 3:].max()) <= 1.0
+    assert render.shape[-1] == 3 + EXTRA and float(render[..., 3:].min()) >= 0.0 and float(render[..., 3:].max()) <= 1.0
     x = torch.zeros(1, 3, 16, 16)
-    with pytest.raises(ValueError, match="5-channel render condition"):
+    with pytest.raises(ValueError, match=f"{3 + EXTRA}-channel render condition"):
         cdm(x, 10, x, x, torch.zeros(1, 12))  # an RGB-only condition is refused, with the fix named
 
 
@@ -73,7 +113,7 @@ def test_cached_conditions_equal_live_renders_and_ngd_renders(conditions_run, tm
     cdm_stage = Trainer(stage)
     cache = cdm_stage.render_cache
     res = stage.render_resolution
-    assert cache.renders.shape == (len(cache), res, res, 5)
+    assert cache.renders.shape == (len(cache), res, res, 3 + EXTRA)
     pick = torch.tensor([0, len(cache) - 1])
     inputs = triple_inputs(cdm_stage.dataset, cache.object_index[pick], cache.source_view[pick],
                            cache.target_view[pick], cdm_stage.device)
@@ -82,7 +122,7 @@ def test_cached_conditions_equal_live_renders_and_ngd_renders(conditions_run, tm
         src = inputs["source_image"][row : row + 1]
         k = inputs["intrinsics"][row : row + 1]
         source = SourceView(inputs["source_c2w"][row : row + 1], k, tuple(src.shape[1:3]))
-        with torch.no_grad():  # what NGD renders for a virtual view: the same five channels
+        with torch.no_grad():  # what NGD renders for a virtual view: the same channels
             ngd = render_condition_views(nerf, nerf.encode(src), source, inputs["target_c2w"][row : row + 1],
                                          k * (res / src.shape[1]), res, KINDS)[0]
         torch.testing.assert_close(cache.renders[i], ngd, rtol=1e-5, atol=1e-5)
@@ -114,7 +154,7 @@ def test_ngd_steps_with_a_conditioned_cdm(conditions_run, tiny_data):
                                      obj.images[0], obj.c2w[0], c2w)
     assert diffusion.condition_kinds == KINDS
     renders = NerfDiffPipeline.render_virtual_views(fake, size, diffusion.condition_kinds)
-    assert renders.shape == (4, size, size, 5)
+    assert renders.shape == (4, size, size, 3 + EXTRA)
     start = diffusion.start(renders)
     torch.testing.assert_close(start, renders[..., :3], rtol=1e-5, atol=1e-5)  # targets start at the RGB render
     while not diffusion.done:  # the unpinned steps of the 3-step schedule (see ngd_step_timesteps)
@@ -131,14 +171,14 @@ def test_an_rgb_only_cdm_widened_to_conditions_predicts_as_before(tiny_bundle, t
 
     data, bundle_path = tiny_bundle
     rgb_cdm = load_bundle(bundle_path).load_cdm("cpu")
-    config = {**dict(rgb_cdm.config), "condition_kinds": KINDS}
+    config = {**dict(rgb_cdm.config), "condition_kinds": KINDS, "feature_condition_channels": FEATURES}
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     wide = ConditionalDiffusionModel(**config)
-    wide.load_state_dict(widen_condition_inputs(rgb_cdm.state_dict(), len(KINDS)))
+    wide.load_state_dict(widen_condition_inputs(rgb_cdm.state_dict(), EXTRA))
     g = torch.Generator().manual_seed(0)
     size = int(rgb_cdm.config.sample_size)
     x, render, src = (torch.randn(2, 3, size, size, generator=g) for _ in range(3))
-    extras = torch.rand(2, 2, size, size, generator=g)
+    extras = torch.rand(2, EXTRA, size, size, generator=g)
     cam = torch.randn(2, 12, generator=g)
     with torch.no_grad():
         torch.testing.assert_close(wide(x, torch.tensor([5, 400]), torch.cat([render, extras], 1), src, cam),
@@ -148,9 +188,9 @@ def test_an_rgb_only_cdm_widened_to_conditions_predicts_as_before(tiny_bundle, t
                         "--init-from", str(bundle_path), "--freeze-nerf", "--no-render-cache", "--cdm.conditions", *KINDS])
     trainer = Trainer(cfg)
     torch.testing.assert_close(trainer.ema.unet.conv_in.weight, wide.unet.conv_in.weight)  # the bundle's EMA
-    raw = widen_condition_inputs(load_bundle(bundle_path).load_cdm("cpu", ema=False).state_dict(), len(KINDS))
+    raw = widen_condition_inputs(load_bundle(bundle_path).load_cdm("cpu", ema=False).state_dict(), EXTRA)
     torch.testing.assert_close(trainer.cdm.unet.conv_in.weight, raw["unet.conv_in.weight"])
-    assert float(trainer.cdm.unet.conv_in.weight[:, 6:8].abs().max()) == 0.0  # the new inputs start at zero
+    assert float(trainer.cdm.unet.conv_in.weight[:, 6 : 6 + EXTRA].abs().max()) == 0.0  # the new inputs start at zero
 
 
 def test_render_start_samples_noise_the_render_and_regress_toward_the_target(tiny_data, tmp_path, monkeypatch):

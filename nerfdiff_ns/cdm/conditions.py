@@ -6,10 +6,14 @@ target view is the image condition, and a CDM may also ask for the NeRF's geomet
 * ``depth``:   expected depth of the visible surface, mapped to [0, 1] over the object's depth range
                [d - r, d + r] (d = camera distance from the centre, r = object radius), so a near
                surface is 0 and the far side of the bounding sphere 1;
-* ``opacity``: accumulated opacity (1 on the object, 0 on the background).
+* ``opacity``: accumulated opacity (1 on the object, 0 on the background);
+* ``features``: GeNVS's condition: the F triplane features the NeRF's MLP decodes, composited along
+               each ray with the colour's weights and squashed to (0, 1) by a sigmoid (0.5 where the
+               ray misses the object). F is the NeRF's feature width, recorded in the CDM's config
+               (``feature_condition_channels``) so the bundle's NeRF and CDM are checked to agree.
 
 A condition image is ``[B, H, W, 3 + E]`` in [0, 1], channels in the order RGB, then ``kinds`` in the
-given order; the CDM records ``condition_kinds`` in its config (and so in every bundle), and
+given order (E = 1 per depth or opacity, F for features: ``extra_condition_channels``); the CDM records ``condition_kinds`` in its config (and so in every bundle), and
 pretraining, the render cache, NGD, the benchmarks and ``nerfdiff-sample`` all build the image here,
 so the channels mean the same thing everywhere. Only the RGB channels are ever a guidance target.
 """
@@ -20,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-CONDITION_KINDS = ("depth", "opacity")
+CONDITION_KINDS = ("depth", "opacity", "features")
 
 
 def check_condition_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -34,6 +38,14 @@ def check_condition_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return kinds
 
 
+def extra_condition_channels(kinds: Sequence[str], feature_channels: int) -> int:
+    """E: channels the conditions ``kinds`` add after the RGB render (``feature_channels`` F for features)."""
+    kinds = check_condition_kinds(kinds)
+    if "features" in kinds and feature_channels <= 0:
+        raise ValueError("the 'features' condition needs the NeRF's feature width: feature_condition_channels > 0")
+    return sum(feature_channels if kind == "features" else 1 for kind in kinds)
+
+
 def cdm_condition_kinds(cdm) -> tuple[str, ...]:
     """The extra conditions a CDM expects after the RGB render (its config's ``condition_kinds``; older
     CDMs have none)."""
@@ -42,7 +54,8 @@ def cdm_condition_kinds(cdm) -> tuple[str, ...]:
 
 def condition_image(out: dict[str, torch.Tensor], kinds: Sequence[str], camera_distance: torch.Tensor,
                     object_radius: float) -> torch.Tensor:
-    """NeRF render outputs (``rgb [B, ..., 3]``, ``depth``/``accumulation [B, ..., 1]``) -> ``[B, ..., 3 + E]``.
+    """NeRF render outputs (``rgb [B, ..., 3]``, ``depth``/``accumulation [B, ..., 1]``, ``features [B, ..., F]``
+    when asked for) -> ``[B, ..., 3 + E]``.
 
     ``camera_distance [B]``: each view's camera distance from the object centre.
     """
@@ -54,6 +67,10 @@ def condition_image(out: dict[str, torch.Tensor], kinds: Sequence[str], camera_d
             channels.append(((depth - (d - object_radius)) / (2.0 * object_radius)).clamp(0.0, 1.0))
         elif kind == "opacity":
             channels.append(out["accumulation"].clamp(0.0, 1.0))
+        elif kind == "features":
+            if "features" not in out:
+                raise ValueError("the 'features' condition needs a render with features: render_rays(..., features=True)")
+            channels.append(torch.sigmoid(out["features"]))
         else:
             raise ValueError(f"unknown CDM condition {kind!r}: choose from {CONDITION_KINDS}")
     return torch.cat(channels, -1)
@@ -72,9 +89,11 @@ def render_condition_views(nerf, triplane: torch.Tensor, source, c2w: torch.Tens
     k = intrinsics.reshape(-1, 4).expand(views, 4)
     origins, dirs = camera_rays(c2w, k, image_pixels(size, size, c2w.device)[None].expand(views, -1, -1))
     origins, dirs = origins.reshape(1, -1, 3), dirs.reshape(1, -1, 3)
-    parts = [nerf.render_rays(triplane, source, origins[:, i : i + chunk], dirs[:, i : i + chunk])
+    features = "features" in kinds
+    parts = [nerf.render_rays(triplane, source, origins[:, i : i + chunk], dirs[:, i : i + chunk], features=features)
              for i in range(0, origins.shape[1], chunk)]
-    out = {key: torch.cat([p[key] for p in parts], 1).view(views, size, size, -1) for key in ("rgb", "depth", "accumulation")}
+    keys = ("rgb", "depth", "accumulation") + (("features",) if features else ())
+    out = {key: torch.cat([p[key] for p in parts], 1).view(views, size, size, -1) for key in keys}
     return condition_image(out, kinds, c2w[:, :3, 3].norm(dim=-1), nerf.config.object_radius).clamp(0.0, 1.0)
 
 
@@ -92,5 +111,5 @@ def widen_condition_inputs(state: dict[str, torch.Tensor], extra: int, key: str 
     return {**state, key: wide}
 
 
-__all__ = ["CONDITION_KINDS", "cdm_condition_kinds", "check_condition_kinds", "condition_image",
+__all__ = ["CONDITION_KINDS", "cdm_condition_kinds", "check_condition_kinds", "condition_image", "extra_condition_channels",
            "render_condition_views", "widen_condition_inputs"]

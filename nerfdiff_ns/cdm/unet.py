@@ -97,6 +97,7 @@ class ConditionalDiffusionModel(ModelMixin, ConfigMixin):
         camera_embedding_dim: int = 0,
         condition_dropout_prob: float = 0.1,
         condition_kinds: Sequence[str] = (),
+        feature_condition_channels: int = 0,
     ) -> None:
         """Build the UNet.
 
@@ -105,16 +106,19 @@ class ConditionalDiffusionModel(ModelMixin, ConfigMixin):
         `norm_num_groups=None` picks the largest of 32, 16, 8, ... dividing every channel count,
         so tiny test models (8, 16) work. `camera_embedding_dim=0` disables the camera input.
         `condition_kinds` names the extra channels the render condition carries after its RGB (recorded in
-        the config, so a bundle says which conditions its CDM expects).
+        the config, so a bundle says which conditions its CDM expects); `feature_condition_channels` is
+        the NeRF feature width F of the 'features' condition (0 without it).
         """
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
         if not 0.0 <= condition_dropout_prob < 1.0:
             raise ValueError(f"condition_dropout_prob must be in [0, 1), got {condition_dropout_prob}")
-        from .conditions import check_condition_kinds
+        from .conditions import extra_condition_channels
 
-        self.extra_condition_channels = len(check_condition_kinds(condition_kinds))
+        if feature_condition_channels and "features" not in condition_kinds:
+            raise ValueError(f"feature_condition_channels={feature_condition_channels} without the 'features' condition")
+        self.extra_condition_channels = extra_condition_channels(condition_kinds, int(feature_condition_channels))
         channels = tuple(int(c) for c in block_out_channels)
         if down_block_types is None or up_block_types is None:
             levels = (
@@ -176,7 +180,7 @@ class ConditionalDiffusionModel(ModelMixin, ConfigMixin):
     ) -> torch.Tensor:
         """Predict eps (or v) for `noisy` [B,3,H,W] at integer `timesteps` ([B] or scalar).
 
-        `nerf_render` [B,3+E,h,w] (RGB, then the E = len(condition_kinds) extra conditions) and
+        `nerf_render` [B,3+E,h,w] (RGB, then the E channels of the extra conditions) and
         `source_image` [B,3,h,w] (any h,w, range [-1,1]) are bilinearly resized to H,W. `relative_camera` [B,12] is required iff `camera_embedding_dim > 0`.
         `drop_conditions` [B] bool (or one bool) selects samples that get the null condition.
         """

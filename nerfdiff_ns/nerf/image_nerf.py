@@ -95,6 +95,11 @@ class ImageConditionedNeRF(nn.Module):
         self.register_buffer("background", torch.tensor(config.background, dtype=torch.float32), persistent=False)
         self.to(device)
 
+    @property
+    def feature_channels(self) -> int:
+        """Width F of the per-point triplane feature the MLP decodes (and ``render_rays(features=True)`` renders)."""
+        return feature_dim(self.config.triplane_channels, self.config.aggregation)
+
     # ---- encoding -------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Input views ``[B, H, W, 3]`` in [0, 1] -> triplanes ``[B, 3, C, S, S]``."""
@@ -105,20 +110,25 @@ class ImageConditionedNeRF(nn.Module):
         return self.encoder(x)
 
     # ---- field ----------------------------------------------------------------------------
-    def query(self, triplanes: torch.Tensor, source: SourceView, points_cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Density ``[B, N]`` and rgb ``[B, N, 3]`` at camera-frame points ``[B, N, 3]``."""
+    def point_features(self, triplanes: torch.Tensor, source: SourceView, points_cam: torch.Tensor) -> torch.Tensor:
+        """Triplane features ``[B, N, F]`` at camera-frame points ``[B, N, 3]`` (what the MLP decodes)."""
         coords = normalized_coordinates(
             points_cam, self.config.parameterization, source.distance, self.config.object_radius,
             source.intrinsics, source.image_size,
         )
-        feats = sample_triplane(triplanes, coords, self.config.aggregation)
-        return self.field(feats)
+        return sample_triplane(triplanes, coords, self.config.aggregation)
+
+    def query(self, triplanes: torch.Tensor, source: SourceView, points_cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density ``[B, N]`` and rgb ``[B, N, 3]`` at camera-frame points ``[B, N, 3]``."""
+        return self.field(self.point_features(triplanes, source, points_cam))
 
     def _shade(self, triplanes: torch.Tensor, source: SourceView, o_cam: torch.Tensor, d_cam: torch.Tensor, t: torch.Tensor):
+        """Density ``[B, R, S]``, rgb ``[B, R, S, 3]`` and the features ``[B, R, S, F]`` at the samples ``t``."""
         batch, rays, num = t.shape
         points = o_cam[:, :, None] + t[..., None] * d_cam[:, :, None]
-        density, rgb = self.query(triplanes, source, points.reshape(batch, rays * num, 3))
-        return density.view(batch, rays, num), rgb.view(batch, rays, num, 3)
+        feats = self.point_features(triplanes, source, points.reshape(batch, rays * num, 3))
+        density, rgb = self.field(feats)
+        return density.view(batch, rays, num), rgb.view(batch, rays, num, 3), feats.view(batch, rays, num, -1)
 
     # ---- rendering ------------------------------------------------------------------------
     def render_rays(
@@ -129,24 +139,31 @@ class ImageConditionedNeRF(nn.Module):
         directions: torch.Tensor,
         jitter: bool = False,
         generator: "Generators" = None,
+        features: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Render world rays ``[B, R, 3]`` (unit directions) -> ``rgb [B,R,3]``, ``depth``, ``accumulation [B,R,1]``.
 
-        ``generator``: one for the whole batch, or one per object (see ``renderer._rand``)."""
+        ``generator``: one for the whole batch, or one per object (see ``renderer._rand``).
+        ``features``: also return ``features [B,R,F]``, the triplane features composited with the same
+        weights as the colour (zero behind the object): GeNVS's rendered feature image."""
         cfg = self.config
         near, far = ray_sphere_bounds(origins, directions, cfg.object_radius)
         o_cam = world_to_camera(source.c2w, origins)
         d_cam = directions_to_camera(source.c2w, directions)
         coarse = stratified_samples(near, far, cfg.num_coarse_samples, jitter, generator)
-        density, rgb = self._shade(triplanes, source, o_cam, d_cam, coarse.t)
+        density, rgb, feats = self._shade(triplanes, source, o_cam, d_cam, coarse.t)
         out = alpha_composite(density, rgb, coarse, self.background)
         if cfg.num_fine_samples > 0:
             fine_t = importance_samples(coarse, out["weights"], cfg.num_fine_samples, jitter, generator)
-            fine_density, fine_rgb = self._shade(triplanes, source, o_cam, d_cam, fine_t)
+            fine_density, fine_rgb, fine_feats = self._shade(triplanes, source, o_cam, d_cam, fine_t)
             merged, order = merge_samples(coarse, fine_t)
             density = torch.cat([density, fine_density], -1).gather(-1, order)
             rgb = torch.cat([rgb, fine_rgb], -2).gather(-2, order[..., None].expand(*order.shape, 3))
+            if features:
+                feats = torch.cat([feats, fine_feats], -2).gather(-2, order[..., None].expand(*order.shape, feats.shape[-1]))
             out = alpha_composite(density, rgb, merged, self.background)
+        if features:
+            out["features"] = (out["weights"].unsqueeze(-1) * feats).sum(-2)
         return out
 
     @torch.no_grad()

@@ -56,10 +56,11 @@ class CDMConfig:
     timestep_band_prob: float = 0.7
     """Share of training samples drawn from the band ('band' sampling); the rest are uniform over [0, T)."""
 
-    conditions: tuple[Literal["depth", "opacity"], ...] = ()
+    conditions: tuple[Literal["depth", "opacity", "features"], ...] = ()
     """Extra pixel-aligned conditions rendered from the NeRF at the target view and given to the CDM after the
-    RGB render (GeNVS-style geometry hints): depth, opacity. Recorded in the bundle; NGD renders them from the
-    NeRF being finetuned. () = RGB render only (the paper)."""
+    RGB render: depth, opacity (geometry hints), features (GeNVS's rendered feature image: the triplane
+    features the NeRF's MLP decodes, one channel each). Recorded in the bundle; NGD renders them from the NeRF
+    being finetuned. () = RGB render only (the paper)."""
     render_start_prob: float = 0.0
     """Share of training samples noised from the NeRF's render of the target view instead of the target itself,
     z = alpha_t R + sigma_t eps, still regressed toward the target (render-start training). NGD evaluates the
@@ -169,6 +170,20 @@ class PretrainConfig:
     render_cache_pairs: int = 24
     """(source, target) view pairs per training object in the render cache: the targets run through a random
     order of the object's views (each view once per round), each with a random other view as the source."""
+
+    def feature_condition_channels(self) -> int:
+        """F of the CDM's 'features' condition: the NeRF's feature width (0 when the CDM does not take it)."""
+        from nerfdiff_ns.nerf.triplane import feature_dim
+
+        wanted = self.cdm.enabled and "features" in self.cdm.conditions
+        return feature_dim(self.nerf.triplane_channels, self.nerf.aggregation) if wanted else 0
+
+    def condition_channels(self) -> int:
+        """3 + E: channels of the render condition the CDM reads (RGB, then ``cdm.conditions``)."""
+        from nerfdiff_ns.cdm.conditions import extra_condition_channels
+
+        kinds = self.cdm.conditions if self.cdm.enabled else ()
+        return 3 + extra_condition_channels(kinds, self.feature_condition_channels())
 
 
 def config_to_json(cfg: PretrainConfig) -> str:

@@ -43,8 +43,9 @@ class JointModel(nn.Module):
         res = self.cfg.render_resolution
         pixels = image_pixels(res, res, source_image.device)[None].expand(count, -1, -1)
         o, d = camera_rays(target_c2w, scale_intrinsics(intrinsics, height, res), pixels)
-        out = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=generators)
         kinds = self.cfg.cdm.conditions if self.cfg.cdm.enabled else ()
+        out = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=generators,
+                                    features="features" in kinds)
         render = condition_image(out, kinds, target_c2w[:, :3, 3].norm(dim=-1), self.nerf.config.object_radius)
         return render.view(count, res, res, -1), triplanes
 
@@ -122,6 +123,7 @@ def build_cdm(cfg: PretrainConfig) -> tuple[nn.Module, Any]:
         camera_embedding_dim=cfg.cdm.camera_embedding_dim,
         condition_dropout_prob=cfg.cdm.condition_dropout_prob,
         condition_kinds=tuple(cfg.cdm.conditions),
+        feature_condition_channels=cfg.feature_condition_channels(),
     )
     scheduler = make_train_scheduler(
         num_train_timesteps=cfg.cdm.num_train_timesteps, beta_schedule=cfg.cdm.beta_schedule,

@@ -66,7 +66,7 @@ class RunPersistence:
             for target, ema in ((self.cdm, False), (self.ema, True)):
                 state = bundle.load_cdm("cpu", ema=ema).state_dict()
                 if widen:
-                    state = widen_condition_inputs(state, len(self.cfg.cdm.conditions))
+                    state = widen_condition_inputs(state, self.cfg.condition_channels() - 3)
                 target.load_state_dict(state)
             if widen and self.dist.is_main:
                 print(f"[nerfdiff] {path}: RGB-only CDM widened to take {list(self.cfg.cdm.conditions)} (new inputs start at 0)")

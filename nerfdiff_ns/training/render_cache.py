@@ -163,7 +163,7 @@ def render_triples(model: Any, dataset: Any, objects: torch.Tensor, sources: tor
         if progress is not None:
             progress.update(task, advance=len(objects[sl]))
     res = model.cfg.render_resolution
-    return torch.cat(out) if out else torch.zeros(0, res, res, 3 + len(model.cfg.cdm.conditions))
+    return torch.cat(out) if out else torch.zeros(0, res, res, model.cfg.condition_channels())
 
 
 def build_render_cache(model: Any, dataset: Any, cfg: PretrainConfig, dist_info: DistInfo, device: torch.device,
@@ -187,7 +187,7 @@ def build_render_cache(model: Any, dataset: Any, cfg: PretrainConfig, dist_info:
         local = render_triples(model, dataset, objects[mine], sources[mine], targets[mine], max(1, cfg.batch_size),
                                device, progress, task)
     res = cfg.render_resolution
-    padded = torch.zeros(share, res, res, 3 + len(cfg.cdm.conditions))
+    padded = torch.zeros(share, res, res, cfg.condition_channels())
     padded[: local.shape[0]] = local
     renders = _all_gather_rows(padded.to(device), total, dist_info).cpu()
     cache = RenderCache(objects, sources, targets, renders, key)
