@@ -7,6 +7,8 @@
   temporary file in the same folder and rename it over the target.
 * A photo prepared by the ``nerfdiff-image`` dataparser (image, mask, camera JSON, preview) is
   copied into the run's output folder, ``<base_dir>/prepared/``, so the run records what it saw.
+* ``<base_dir>/camera_paths/orbit.json``: an orbit around the object starting at the input view,
+  for ``ns-render camera-path`` (``nerfdiff_ns/camera_path.py`` says why not ``ns-render spiral``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class NerfDiffTrainer(Trainer):
         super().setup(test_mode)
         if self.local_rank == 0:
             self.save_prepared_input()
+            self.save_orbit_camera_path()
 
     def save_prepared_input(self) -> Optional[Path]:
         """Copy the prepared photo's files into ``<base_dir>/prepared``; None when the input was not prepared."""
@@ -71,6 +74,27 @@ class NerfDiffTrainer(Trainer):
             shutil.copy2(path, target / Path(path).name)
         CONSOLE.print(f"[bold]nerfdiff-image:[/] prepared input and preview saved to {escape(str(target))}")
         return target
+
+    def save_orbit_camera_path(self) -> Optional[Path]:
+        """Write ``<base_dir>/camera_paths/orbit.json`` and print the ``ns-render`` command that uses it."""
+        model = getattr(self.pipeline, "module", self.pipeline).model
+        if not hasattr(model, "input_c2w"):
+            return None
+        from nerfstudio.utils.rich_utils import CONSOLE
+        from rich.markup import escape
+
+        from nerfdiff_ns.camera_path import orbit_camera_path, write_camera_path
+
+        path = write_camera_path(
+            orbit_camera_path(model.input_c2w[0], model.input_intrinsics[0], model.input_size),
+            self.base_dir / "camera_paths" / "orbit.json",
+        )
+        config = self.base_dir / "config.yml"
+        CONSOLE.print(
+            f"[bold]orbit video:[/] ns-render camera-path --load-config {escape(str(config))} "
+            f"--camera-path-filename {escape(str(path))} --output-path orbit.mp4"
+        )
+        return path
 
     def save_checkpoint(self, step: int) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,9 @@ ns-train nerfdiff-tiny --vis tensorboard --output-dir "$OUT/ns" --experiment-nam
   --pipeline.model.bundle "$BUNDLE" \
   nerfdiff-image --data "$EX/chair-904_input.png" --camera-file "$EX/chair-904_camera.json"
 CONFIG=$(ls "$OUT"/ns/example/nerfdiff-tiny/*/config.yml | tail -1)
-ns-render spiral --load-config "$CONFIG" --output-path "$OUT/orbit_ngd.mp4" --seconds 4 --frame-rate 12 --downscale-factor 1
+# ns-train wrote an orbit around the object (input view first) as a nerfstudio camera path; 4x upsampled
+ns-render camera-path --load-config "$CONFIG" --camera-path-filename "$(dirname "$CONFIG")/camera_paths/orbit.json" \
+  --output-path "$OUT/orbit_ngd.mp4" --downscale-factor 0.25
 
 nerfdiff-eval --data "$EX/chair-904" --bundle "$BUNDLE" --methods feed-forward ngd --output-dir "$OUT/eval"
 

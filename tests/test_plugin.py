@@ -75,15 +75,21 @@ def test_train_render_eval_chain(tiny_bundle: tuple[Path, Path], tmp_path: Path)
     assert any("triplane" in k for k in keys)
     assert not any("cdm" in k or "unet" in k for k in keys), [k for k in keys if "cdm" in k or "unet" in k][:5]
 
-    video = tmp_path / "spiral.mp4"
-    run_cli([str(BIN / "ns-render"), "spiral", "--load-config", str(config), "--output-path", str(video),
-             "--seconds", "1", "--frame-rate", "6"], tmp_path)
+    # the run wrote its orbit as a nerfstudio camera path; ns-render renders it, and the view moves
+    orbit = config.parent / "camera_paths" / "orbit.json"
+    frames_expected = len(json.loads(orbit.read_text())["camera_path"])
+    video = tmp_path / "orbit.mp4"
+    run_cli([str(BIN / "ns-render"), "camera-path", "--load-config", str(config), "--camera-path-filename", str(orbit),
+             "--output-path", str(video)], tmp_path)
     import imageio_ffmpeg
+    import numpy as np
 
     reader = imageio_ffmpeg.read_frames(str(video))
     meta = next(reader)
     assert tuple(meta["size"]) == (16, 16)
-    assert sum(1 for _ in reader) == 6
+    frames = [np.frombuffer(f, dtype=np.uint8).astype(np.float32) for f in reader]
+    assert len(frames) == frames_expected
+    assert np.abs(frames[0] - frames[len(frames) // 2]).mean() > 1.0, "the orbit's far side renders like its first frame"
 
     out_json = tmp_path / "eval.json"
     run_cli([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(out_json)], tmp_path)

@@ -143,10 +143,9 @@ def orbit_cameras(model, frames: int):
     """A 360-degree orbit at the input camera's distance and elevation, with the input's intrinsics."""
     from nerfstudio.cameras.cameras import Cameras, CameraType
 
-    from nerfdiff_ns.data.cameras import azimuth_elevation, orbit_pose
+    from nerfdiff_ns.camera_path import orbit_c2ws
 
-    az, el, dist = azimuth_elevation(model.input_c2w[0].detach().float().cpu())
-    c2w = torch.stack([orbit_pose(dist, az + 360.0 * k / frames, el) for k in range(frames)])
+    c2w = orbit_c2ws(model.input_c2w[0], frames)
     fx, fy, cx, cy = model.input_intrinsics[0].detach().float().cpu().tolist()
     height, width = model.input_size
     ones = torch.ones(frames, 1)
