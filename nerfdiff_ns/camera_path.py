@@ -7,7 +7,8 @@ coordinates) as the up vector of a pose built in camera coordinates. On an objec
 that gives a tilted, nearly still view of the object. A NerfDiff run is one object seen from one
 camera, so its video is an orbit: the input camera's distance and elevation, all azimuths, starting
 at the input view. ``ns-train nerfdiff*`` writes it to ``<run>/camera_paths/orbit.json`` in the
-format of the viewer's camera paths (``nerfstudio.cameras.camera_paths.get_path_from_json``).
+format ``ns-render camera-path`` reads (``nerfstudio.cameras.camera_paths.get_path_from_json``: the
+rendered part of the viewer's camera-path files, without its editable keyframes).
 """
 
 from __future__ import annotations
