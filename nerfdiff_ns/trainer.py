@@ -55,9 +55,15 @@ class NerfDiffTrainer(Trainer):
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         super().setup(test_mode)
+        self.orbit_path: Optional[Path] = None
         if self.local_rank == 0:
             self.save_prepared_input()
             self.save_orbit_camera_path()
+
+    def train(self) -> None:
+        super().train()
+        if self.local_rank == 0 and self.orbit_path is not None:
+            self.print_orbit_command()
 
     def save_prepared_input(self) -> Optional[Path]:
         """Copy the prepared photo's files into ``<base_dir>/prepared``; None when the input was not prepared."""
@@ -76,25 +82,29 @@ class NerfDiffTrainer(Trainer):
         return target
 
     def save_orbit_camera_path(self) -> Optional[Path]:
-        """Write ``<base_dir>/camera_paths/orbit.json`` and print the ``ns-render`` command that uses it."""
+        """Write ``<base_dir>/camera_paths/orbit.json`` and print the ``ns-render`` command that uses it
+        (again when training ends, where the user is looking)."""
         model = getattr(self.pipeline, "module", self.pipeline).model
         if not hasattr(model, "input_c2w"):
             return None
-        from nerfstudio.utils.rich_utils import CONSOLE
-        from rich.markup import escape
-
         from nerfdiff_ns.camera_path import orbit_camera_path, write_camera_path
 
-        path = write_camera_path(
+        self.orbit_path = write_camera_path(
             orbit_camera_path(model.input_c2w[0], model.input_intrinsics[0], model.input_size),
             self.base_dir / "camera_paths" / "orbit.json",
         )
+        self.print_orbit_command()
+        return self.orbit_path
+
+    def print_orbit_command(self) -> None:
+        from nerfstudio.utils.rich_utils import CONSOLE
+        from rich.markup import escape
+
         config = self.base_dir / "config.yml"
         CONSOLE.print(
             f"[bold]orbit video:[/] ns-render camera-path --load-config {escape(str(config))} "
-            f"--camera-path-filename {escape(str(path))} --output-path orbit.mp4"
+            f"--camera-path-filename {escape(str(self.orbit_path))} --output-path orbit.mp4 --downscale-factor 0.25"
         )
-        return path
 
     def save_checkpoint(self, step: int) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
