@@ -13,9 +13,10 @@ target view is the image condition, and a CDM may also ask for the NeRF's geomet
                (``feature_condition_channels``) so the bundle's NeRF and CDM are checked to agree.
 
 A condition image is ``[B, H, W, 3 + E]`` in [0, 1], channels in the order RGB, then ``kinds`` in the
-given order (E = 1 per depth or opacity, F for features: ``extra_condition_channels``); the CDM records ``condition_kinds`` in its config (and so in every bundle), and
-pretraining, the render cache, NGD, the benchmarks and ``nerfdiff-sample`` all build the image here,
-so the channels mean the same thing everywhere. Only the RGB channels are ever a guidance target.
+given order (E = 1 per depth or opacity, F for features: ``extra_condition_channels``); the CDM
+records ``condition_kinds`` in its config (and so in every bundle), and pretraining, the render
+cache, NGD, the benchmarks and ``nerfdiff-sample`` all build the image here, so the channels mean the
+same thing everywhere. Only the RGB channels are ever a guidance target.
 """
 
 from __future__ import annotations
