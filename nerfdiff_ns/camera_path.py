@@ -8,16 +8,13 @@ that gives a tilted, nearly still view of the object. A NerfDiff run is one obje
 camera, so its video is an orbit: the input camera's distance and elevation, all azimuths, starting
 at the input view. ``ns-train nerfdiff*`` writes it to ``<run>/camera_paths/orbit.json`` in the
 format ``ns-render camera-path`` reads (``nerfstudio.cameras.camera_paths.get_path_from_json``: the
-rendered part of the viewer's camera-path files, without its editable keyframes).
+rendered part of the viewer's camera-path files, without its editable keyframes), with the
+project's atomic ``evaluation.report.write_json``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import torch
@@ -52,17 +49,3 @@ def orbit_camera_path(
         "camera_type": "perspective", "render_height": height, "render_width": width,
         "seconds": float(seconds), "fps": fps, "camera_path": path,
     }
-
-
-def write_camera_path(camera_path: Dict[str, Any], path: Path) -> Path:
-    """Write ``camera_path`` as JSON to ``path`` atomically (a temporary file renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(camera_path, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

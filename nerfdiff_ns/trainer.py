@@ -87,12 +87,11 @@ class NerfDiffTrainer(Trainer):
         model = getattr(self.pipeline, "module", self.pipeline).model
         if not hasattr(model, "input_c2w"):
             return None
-        from nerfdiff_ns.camera_path import orbit_camera_path, write_camera_path
+        from nerfdiff_ns.camera_path import orbit_camera_path
+        from nerfdiff_ns.evaluation.report import write_json
 
-        self.orbit_path = write_camera_path(
-            orbit_camera_path(model.input_c2w[0], model.input_intrinsics[0], model.input_size),
-            self.base_dir / "camera_paths" / "orbit.json",
-        )
+        self.orbit_path = self.base_dir / "camera_paths" / "orbit.json"
+        write_json(self.orbit_path, orbit_camera_path(model.input_c2w[0], model.input_intrinsics[0], model.input_size))
         self.print_orbit_command()
         return self.orbit_path
 
