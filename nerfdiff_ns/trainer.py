@@ -13,15 +13,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Type
 
-import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+
+from nerfdiff_ns.training.checkpoint import atomic_torch_save
 
 
 @dataclass
@@ -116,14 +115,7 @@ class NerfDiffTrainer(Trainer):
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{ckpt_path.name}.", dir=self.checkpoint_dir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(state, handle)
-            os.replace(tmp, ckpt_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_torch_save(state, ckpt_path)
         if self.config.save_only_latest_checkpoint:
             for old in self.checkpoint_dir.glob("step-*.ckpt"):
                 if old != ckpt_path:
