@@ -288,7 +288,7 @@ def test_cli_help():
     proc = subprocess.run([*cmd, "--help"], env={**subprocess_env(), "COLUMNS": "200"}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    for flag in ("--preset", "--cdm.backprop-into-nerf", "--log-jsonl", "--max-bad-steps", "--no-resume", "--init-from",
+    for flag in ("--preset", "--cdm.backprop-into-nerf", "--log-jsonl", "--max-bad-steps", "--no-resume", "--init-from", "--init-cdm-from",
                  "--freeze-nerf", "--render-cache", "--render-cache-pairs", "--cdm.timestep-sampling",
                  "--cdm.timestep-band-max", "--cdm.timestep-band-prob"):
         assert flag in proc.stdout, flag
@@ -363,6 +363,44 @@ def test_init_from_bundle_with_another_architecture(tiny_bundle, tmp_path):
     data, bundle_path = tiny_bundle
     with pytest.raises(BundleError, match=r"(?s)different architecture.*nerf\.triplane_channels.*training_config\.json"):
         Trainer(make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--nerf.triplane-channels", "4"))
+
+
+def test_init_from_a_bundle_trained_at_another_resolution(tiny_bundle, tmp_path):
+    """A 16² bundle starts a 32² run: the conv encoder's and the UNet CDM's weights do not depend on the size."""
+    from nerfdiff_ns.bundle import load_bundle
+
+    data, bundle_path = tiny_bundle
+    bundle = load_bundle(bundle_path)
+    assert bundle.config.nerf.image_size == 16
+    trainer = Trainer(make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--nerf.image-size", "32",
+                               "--nerf.triplane-resolution", "32", "--render-resolution", "32", "--steps", "1"))
+    assert state_equal(trainer.nerf.state_dict(), bundle.load_nerf().state_dict())
+    assert state_equal(trainer.ema.state_dict(), bundle.load_cdm(ema=True).state_dict())
+    trainer.run()
+    exported = load_bundle(tmp_path / "bundle")
+    assert exported.config.nerf.image_size == 32 and exported.config.nerf.triplane_resolution == 32
+    assert exported.load_cdm().config.sample_size == 32
+    assert exported.load_nerf().encode(torch.rand(1, 32, 32, 3)).shape[-1] == 32
+
+
+def test_init_cdm_from_another_bundle(tiny_bundle, tmp_path):
+    """The 64² recipe at test scale: finetune a bundle's NeRF at a new size, then train the CDM on it from the old CDM."""
+    from nerfdiff_ns.bundle import BundleError, load_bundle
+
+    data, bundle_path = tiny_bundle
+    size = ("--nerf.image-size", "32", "--nerf.triplane-resolution", "32", "--render-resolution", "32")
+    Trainer(make_cfg(data, tmp_path / "nerf", *size, "--cdm.no-enabled", "--init-from", str(bundle_path), "--steps", "1")).run()
+    nerf_bundle = tmp_path / "nerf" / "bundle"
+    stage2 = Trainer(make_cfg(data, tmp_path / "cdm", *size, "--init-from", str(nerf_bundle), "--init-cdm-from",
+                              str(bundle_path), "--freeze-nerf", "--no-render-cache"))
+    assert state_equal(stage2.nerf.state_dict(), load_bundle(nerf_bundle).load_nerf().state_dict())
+    assert state_equal(stage2.cdm.state_dict(), load_bundle(bundle_path).load_cdm(ema=False).state_dict())
+    assert state_equal(stage2.ema.state_dict(), load_bundle(bundle_path).load_cdm(ema=True).state_dict())
+    with pytest.raises(ValueError, match="--init-cdm-from.*pass --init-from"):
+        Trainer(make_cfg(data, tmp_path / "alone", "--init-cdm-from", str(bundle_path)))
+    with pytest.raises(BundleError, match=r"--init-cdm-from .* different architecture.*cdm\.block_out_channels"):
+        Trainer(make_cfg(data, tmp_path / "wide", *size, "--init-from", str(nerf_bundle), "--init-cdm-from", str(bundle_path),
+                         "--cdm.block-out-channels", "8", "24"))
 
 
 def test_init_from_a_bundle_without_cdm(tiny_data, tmp_path):

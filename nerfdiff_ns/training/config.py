@@ -159,6 +159,10 @@ class PretrainConfig:
     """Start from this bundle's weights (NeRF, CDM and its EMA) instead of random ones; the architecture
     must match. A NeRF-only run (--cdm.no-enabled) takes the NeRF alone. Ignored when output_dir already has a
     checkpoint (that run resumes instead)."""
+    init_cdm_from: Path | None = None
+    """Take the CDM and its EMA from this bundle instead of --init-from's (whose NeRF is still used). For a
+    resolution change: finetune a 32² bundle's NeRF at 64² (--cdm.no-enabled), then train the CDM at 64² on it
+    starting from the 32² CDM (README, "64²"). Ignored when output_dir already has a checkpoint."""
     freeze_nerf: bool = False
     """Train only the CDM: the NeRF renders its conditions without gradients and is not updated. A second
     stage after joint training (with --init-from) that spends every step's compute on the diffusion model."""
@@ -197,6 +201,9 @@ CDM_ARCHITECTURE_KEYS = (
     "enabled", "block_out_channels", "layers_per_block", "attention_levels", "prediction_type",
     "camera_embedding_dim", "num_train_timesteps", "beta_schedule", "conditions",
 )
+# Resolution settings the convolutional ('unet') encoder's and the CDM's weights do not depend on: an
+# --init-from bundle trained at another resolution starts a run at this one (e.g. 32² -> 64²).
+RESOLUTION_KEYS = ("nerf.image_size", "nerf.triplane_resolution")
 # What an architecture setting meant before it existed (older checkpoints and bundles lack the key).
 ARCHITECTURE_DEFAULTS = {("cdm", "conditions"): []}
 

@@ -88,8 +88,11 @@ class Trainer(RunPersistence):
             self.writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard"))
         self.init_steps = 0  # steps the --init-from bundle had been trained for
         resumed = cfg.resume and self.maybe_resume()
+        if cfg.init_cdm_from is not None and cfg.init_from is None:
+            raise ValueError("--init-cdm-from takes the CDM from a bundle while --init-from gives the NeRF: pass "
+                             "--init-from too (the bundle whose NeRF starts this run)")
         if cfg.init_from is not None and not resumed:
-            self.init_from_bundle(Path(cfg.init_from))
+            self.init_from_bundle(Path(cfg.init_from), None if cfg.init_cdm_from is None else Path(cfg.init_cdm_from))
         self.loss_log.start(self.step)
         self.render_cache = None  # the frozen NeRF's conditions, rendered once (training.render_cache)
         if cfg.freeze_nerf and cfg.render_cache:

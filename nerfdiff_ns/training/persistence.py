@@ -14,7 +14,7 @@ from typing import Any
 
 from nerfdiff_ns.bundle import BundleConfig, save_bundle
 from nerfdiff_ns.training import checkpoint as ckpt
-from nerfdiff_ns.training.config import architecture_differences, config_to_json
+from nerfdiff_ns.training.config import RESOLUTION_KEYS, architecture_differences, config_to_json
 
 
 class RunPersistence:
@@ -41,45 +41,66 @@ class RunPersistence:
         ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
         self.export_bundle()
 
-    def init_from_bundle(self, path: Path) -> None:
-        """Copy a bundle's NeRF and CDM (EMA too, when it has one) into this run's models."""
-        from nerfdiff_ns.bundle import BundleError, load_bundle
-
-        bundle = load_bundle(path)
+    def _architecture_differences(self, bundle: Any, path: Path, flag: str) -> tuple[list[str], bool]:
+        """What keeps ``bundle`` from starting this run (``["nerf.x: a (checkpoint) != b (now)", ...]``), and
+        whether its RGB-only CDM must be widened to take --cdm.conditions (zero weights on the new channels)."""
         saved = {"nerf": dataclasses.asdict(bundle.config.nerf), "cdm": bundle.config.extra.get("pretrain_config", {}).get("cdm", {})}
         diffs = architecture_differences(json.dumps(saved, default=str), self.cfg)
         if not bundle.config.has_cdm or not self.cfg.cdm.enabled:  # a NeRF-only run takes the NeRF alone
             diffs = [d for d in diffs if not d.startswith("cdm.")]
-        # An RGB-only CDM may be widened to take --cdm.conditions (zero weights on the new channels)
         widen = bundle.config.has_cdm and not saved["cdm"].get("conditions") and bool(self.cfg.cdm.conditions)
         if widen:
             diffs = [d for d in diffs if not d.startswith("cdm.conditions:")]
-        if diffs:
-            raise BundleError(
-                f"--init-from {path} has a different architecture ({'; '.join(diffs)}). Use the preset and flags the "
-                "bundle was trained with (its training_config.json), or drop --init-from to start from scratch."
-            )
+        resized = [d for d in diffs if d.split(":")[0] in RESOLUTION_KEYS]
+        if resized and self.cfg.nerf.encoder.kind == "unet" and bundle.config.nerf.encoder.kind == "unet":
+            diffs = [d for d in diffs if d not in resized]  # conv weights and the UNet CDM work at any size
+            if self.dist.is_main:
+                print(f"[nerfdiff] {flag} {path} was trained at {bundle.config.nerf.image_size}²; its convolutional "
+                      f"weights start this {self.cfg.nerf.image_size}² run ({'; '.join(resized)})")
+        return diffs, widen
+
+    def init_from_bundle(self, path: Path, cdm_path: Path | None = None) -> None:
+        """Copy a bundle's NeRF and CDM (EMA too, when it has one) into this run's models; the CDM comes from
+        ``cdm_path`` (--init-cdm-from) instead when given."""
+        from nerfdiff_ns.bundle import BundleError, load_bundle
+
+        bundle = load_bundle(path)
+        cdm_bundle = bundle if cdm_path is None else load_bundle(cdm_path)
+        cdm_flag = "--init-from" if cdm_path is None else "--init-cdm-from"
+        diffs, widen = self._architecture_differences(bundle, path, "--init-from")
+        if cdm_path is not None:
+            cdm_diffs, widen = self._architecture_differences(cdm_bundle, cdm_path, cdm_flag)
+        problems = [(path, "--init-from", [d for d in diffs if not d.startswith("cdm.") or cdm_path is None])]
+        if cdm_path is not None:
+            problems.append((cdm_path, cdm_flag, [d for d in cdm_diffs if d.startswith("cdm.")]))
+        for where, flag, found in problems:
+            if found:
+                raise BundleError(
+                    f"{flag} {where} has a different architecture ({'; '.join(found)}). Use the preset and flags the "
+                    f"bundle was trained with (its training_config.json), or drop {flag} to start from scratch."
+                )
         self.nerf.load_state_dict(bundle.load_nerf("cpu").state_dict())
-        if self.cdm is not None and bundle.config.has_cdm:
+        if self.cdm is not None and cdm_bundle.config.has_cdm:
             from nerfdiff_ns.cdm.conditions import widen_condition_inputs
 
             for target, ema in ((self.cdm, False), (self.ema, True)):
-                state = bundle.load_cdm("cpu", ema=ema).state_dict()
+                state = cdm_bundle.load_cdm("cpu", ema=ema).state_dict()
                 if widen:
                     state = widen_condition_inputs(state, self.cfg.condition_channels() - 3)
                 target.load_state_dict(state)
             if widen and self.dist.is_main:
-                print(f"[nerfdiff] {path}: RGB-only CDM widened to take {list(self.cfg.cdm.conditions)} (new inputs start at 0)")
+                print(f"[nerfdiff] {cdm_path or path}: RGB-only CDM widened to take {list(self.cfg.cdm.conditions)} (new inputs start at 0)")
         elif self.cdm is not None and not self.cfg.freeze_nerf:
             raise BundleError(
-                f"--init-from {path} has no CDM; pass a bundle trained with the CDM enabled, or add --freeze-nerf to "
+                f"{cdm_flag} {cdm_path or path} has no CDM; pass a bundle trained with the CDM enabled, or add --freeze-nerf to "
                 "train a new CDM on this NeRF-only bundle's frozen NeRF (the two-stage recipe)."
             )
         elif self.cdm is not None and self.dist.is_main:
-            print(f"[nerfdiff] {path} is NeRF-only: the CDM starts from scratch on its frozen NeRF")
+            print(f"[nerfdiff] {cdm_path or path} is NeRF-only: the CDM starts from scratch on its frozen NeRF")
         self.init_steps = int(bundle.config.extra.get("trained_steps", 0)) + int(bundle.config.extra.get("init_steps", 0))
         if self.dist.is_main:
-            print(f"[nerfdiff] initialised from bundle {path} ({self.init_steps} steps trained before)")
+            cdm_note = f", CDM from {cdm_path}" if cdm_path is not None else ""
+            print(f"[nerfdiff] initialised from bundle {path} ({self.init_steps} steps trained before{cdm_note})")
 
     def maybe_resume(self) -> bool:
         """Load the latest checkpoint of output_dir; False when there is none."""
