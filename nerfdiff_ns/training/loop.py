@@ -43,6 +43,9 @@ class Trainer(RunPersistence):
         self.dist = init_distributed(device_type)
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must divide by the number of processes {self.dist.world_size}")
+        if cfg.init_cdm_from is not None and cfg.init_from is None:
+            raise ValueError("--init-cdm-from takes the CDM from a bundle while --init-from gives the NeRF: pass "
+                             "--init-from too (the bundle whose NeRF starts this run)")
         self.device = torch.device(device_type, self.dist.local_rank) if device_type == "cuda" else torch.device("cpu")
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
@@ -88,9 +91,6 @@ class Trainer(RunPersistence):
             self.writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard"))
         self.init_steps = 0  # steps the --init-from bundle had been trained for
         resumed = cfg.resume and self.maybe_resume()
-        if cfg.init_cdm_from is not None and cfg.init_from is None:
-            raise ValueError("--init-cdm-from takes the CDM from a bundle while --init-from gives the NeRF: pass "
-                             "--init-from too (the bundle whose NeRF starts this run)")
         if cfg.init_from is not None and not resumed:
             self.init_from_bundle(Path(cfg.init_from), None if cfg.init_cdm_from is None else Path(cfg.init_cdm_from))
         self.loss_log.start(self.step)

@@ -65,14 +65,14 @@ class RunPersistence:
         from nerfdiff_ns.bundle import BundleError, load_bundle
 
         bundle = load_bundle(path)
-        cdm_bundle = bundle if cdm_path is None else load_bundle(cdm_path)
-        cdm_flag = "--init-from" if cdm_path is None else "--init-cdm-from"
         diffs, widen = self._architecture_differences(bundle, path, "--init-from")
-        if cdm_path is not None:
+        problems = [(path, "--init-from", diffs)]
+        cdm_bundle, cdm_source, cdm_flag = bundle, path, "--init-from"
+        if cdm_path is not None:  # the NeRF is checked against --init-from, the CDM against --init-cdm-from
+            cdm_bundle, cdm_source, cdm_flag = load_bundle(cdm_path), cdm_path, "--init-cdm-from"
             cdm_diffs, widen = self._architecture_differences(cdm_bundle, cdm_path, cdm_flag)
-        problems = [(path, "--init-from", [d for d in diffs if not d.startswith("cdm.") or cdm_path is None])]
-        if cdm_path is not None:
-            problems.append((cdm_path, cdm_flag, [d for d in cdm_diffs if d.startswith("cdm.")]))
+            problems = [(path, "--init-from", [d for d in diffs if not d.startswith("cdm.")]),
+                        (cdm_path, cdm_flag, [d for d in cdm_diffs if d.startswith("cdm.")])]
         for where, flag, found in problems:
             if found:
                 raise BundleError(
@@ -89,14 +89,14 @@ class RunPersistence:
                     state = widen_condition_inputs(state, self.cfg.condition_channels() - 3)
                 target.load_state_dict(state)
             if widen and self.dist.is_main:
-                print(f"[nerfdiff] {cdm_path or path}: RGB-only CDM widened to take {list(self.cfg.cdm.conditions)} (new inputs start at 0)")
+                print(f"[nerfdiff] {cdm_source}: RGB-only CDM widened to take {list(self.cfg.cdm.conditions)} (new inputs start at 0)")
         elif self.cdm is not None and not self.cfg.freeze_nerf:
             raise BundleError(
-                f"{cdm_flag} {cdm_path or path} has no CDM; pass a bundle trained with the CDM enabled, or add --freeze-nerf to "
+                f"{cdm_flag} {cdm_source} has no CDM; pass a bundle trained with the CDM enabled, or add --freeze-nerf to "
                 "train a new CDM on this NeRF-only bundle's frozen NeRF (the two-stage recipe)."
             )
         elif self.cdm is not None and self.dist.is_main:
-            print(f"[nerfdiff] {cdm_path or path} is NeRF-only: the CDM starts from scratch on its frozen NeRF")
+            print(f"[nerfdiff] {cdm_source} is NeRF-only: the CDM starts from scratch on its frozen NeRF")
         self.init_steps = int(bundle.config.extra.get("trained_steps", 0)) + int(bundle.config.extra.get("init_steps", 0))
         if self.dist.is_main:
             cdm_note = f", CDM from {cdm_path}" if cdm_path is not None else ""
