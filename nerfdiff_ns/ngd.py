@@ -16,7 +16,7 @@ Modes (ablations from the same code):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import torch
 
@@ -47,6 +47,11 @@ class NGDConfig:
     """End of the trajectory, as a fraction of the training timesteps."""
     guidance_gamma: float = 1.0
     """gamma: NeRF guidance strength, w_t = min(1, gamma sigma_t^2 / alpha_t^2)."""
+    far_side_gamma: Optional[float] = None
+    """gamma of a virtual view opposite the input view (None: every view gets guidance_gamma). Views in between
+    interpolate geometrically by s = (1 - cos angle) / 2: gamma_v = gamma (far_side_gamma / gamma)^s, the angle
+    taken between the two cameras' positions around the object. A large value pins the unseen side to the
+    NeRF's render, where the input view predicts little, and leaves the CDM its say next to the input view."""
     skip_pinned_steps: bool = True
     """Drop the diffusion steps (and their NeRF iterations) where the x0-form weight w_t is 1: there the
     new target is exactly the render and the trajectory's noise is unchanged, so the CDM's output is
@@ -88,10 +93,31 @@ def ngd_step_timesteps(config: NGDConfig, scheduler) -> torch.Tensor:
     if not config.skip_pinned_steps or config.guidance_form != "x0":
         return timesteps
     alpha, sigma = alpha_sigma(scheduler, timesteps)
-    weights = nerf_guidance_weight(alpha.view(-1), sigma.view(-1), config.guidance_gamma)
+    # a step is pinned only when every view is: the smallest per-view gamma decides
+    gamma = config.guidance_gamma if config.far_side_gamma is None else min(config.guidance_gamma, config.far_side_gamma)
+    weights = nerf_guidance_weight(alpha.view(-1), sigma.view(-1), gamma)
     keep = weights < 1.0
     keep[-1] = True
     return timesteps[keep]
+
+
+def view_farness(source_c2w: torch.Tensor, virtual_c2w: torch.Tensor) -> torch.Tensor:
+    """(1 - cos angle) / 2 per virtual view, [V, 1, 1, 1]: 0 beside the input camera, 1 opposite it (the angle
+    between the cameras' positions around the object)."""
+    source = torch.nn.functional.normalize(source_c2w[:3, 3].float().cpu(), dim=0)
+    virtual = torch.nn.functional.normalize(virtual_c2w[:, :3, 3].float().cpu(), dim=1)
+    return ((1.0 - (virtual @ source).clamp(-1.0, 1.0)) / 2.0).view(-1, 1, 1, 1)
+
+
+def view_gammas(gamma: float, far_side_gamma: Optional[float], farness: torch.Tensor) -> Union[float, torch.Tensor]:
+    """NeRF guidance strength per view: gamma (far_side_gamma / gamma)^farness, geometric between the two;
+    plain gamma for every view without far_side_gamma."""
+    if far_side_gamma is None:
+        return gamma
+    if far_side_gamma <= 0 or gamma <= 0:
+        raise ValueError(f"far_side_gamma ({far_side_gamma}) and guidance_gamma ({gamma}) must be > 0 to interpolate "
+                         "between them; leave far_side_gamma unset for one gamma everywhere")
+    return gamma * (far_side_gamma / gamma) ** farness
 
 
 class VirtualViewDiffusion:
@@ -116,6 +142,8 @@ class VirtualViewDiffusion:
         self.relative = None
         if getattr(cdm.config, "camera_embedding_dim", 0) > 0:
             self.relative = relative_camera(source_c2w[None].expand(virtual_c2w.shape[0], 4, 4).to(device), virtual_c2w.to(device))
+        self.farness = view_farness(source_c2w, virtual_c2w).to(device)
+        view_gammas(config.guidance_gamma, config.far_side_gamma, self.farness)  # a bad far_side_gamma fails here, not mid-run
         self.timesteps = ngd_step_timesteps(config, scheduler)
         self.trajectories = NGDTrajectories(scheduler)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -144,9 +172,10 @@ class VirtualViewDiffusion:
     def step(self, renders01: torch.Tensor, gamma: Optional[float] = None, cfg_scale: Optional[float] = None) -> torch.Tensor:
         """One guided reverse step for every view; returns the new targets ``[V, H, W, 3]`` in [0, 1]."""
         t = int(self.timesteps[self.step_index])
+        base = self.config.guidance_gamma if gamma is None else gamma  # the viewer may change it mid-run
         self.last_info = self.trajectories.step(
             self.cdm, t, self._cond(renders01), self.source, self.relative,
-            gamma=self.config.guidance_gamma if gamma is None else gamma,
+            gamma=view_gammas(base, self.config.far_side_gamma, self.farness),
             cfg_scale=self.config.cfg_scale if cfg_scale is None else cfg_scale,
             guidance_form=self.config.guidance_form,
         )

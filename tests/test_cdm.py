@@ -25,15 +25,6 @@ from nerfdiff_ns.cdm import (
 SIZE = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread is as fast and immune to CPU oversubscription on shared machines."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_model(seed: int = 0, **overrides) -> ConditionalDiffusionModel:
     torch.manual_seed(seed)
     config = dict(

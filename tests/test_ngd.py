@@ -105,10 +105,52 @@ def test_pinned_steps_are_the_ones_with_full_guidance_weight() -> None:
     assert 0 < len(kept) < len(full)
     assert torch.equal(kept, full[weight < 1.0])  # the kept steps keep their timesteps
     assert cfg.total_iters(len(kept)) == len(kept) * cfg.nerf_iters_per_step + cfg.final_iters
+    # per-view gammas: a step is pinned only when every view is, so the smallest gamma decides
+    assert torch.equal(ngd_step_timesteps(NGDConfig(diffusion_steps=25, guidance_gamma=8.0, far_side_gamma=1e3), sched), kept)
+    assert torch.equal(ngd_step_timesteps(NGDConfig(diffusion_steps=25, guidance_gamma=1e3, far_side_gamma=8.0), sched), kept)
     # the unclamped forms never pin a step; with every step pinned the last one still runs
     epsilon = NGDConfig(diffusion_steps=25, guidance_gamma=8.0, guidance_form="epsilon")
     assert torch.equal(ngd_step_timesteps(epsilon, sched), full)
     assert ngd_step_timesteps(NGDConfig(diffusion_steps=25, guidance_gamma=1e9), sched).tolist() == full[-1:].tolist()
+
+
+def test_far_side_gamma_grows_with_the_angle_from_the_input_view() -> None:
+    from nerfdiff_ns.ngd import view_farness, view_gammas
+
+    source = orbit_pose(2.7, 0.0, 0.0)
+    farness = view_farness(source, torch.stack([orbit_pose(2.7, az, 0.0) for az in (0.0, 90.0, 180.0)]))
+    assert torch.allclose(farness.flatten(), torch.tensor([0.0, 0.5, 1.0]), atol=1e-6)
+    gammas = view_gammas(8.0, 800.0, farness)
+    assert torch.allclose(gammas.flatten(), torch.tensor([8.0, 80.0, 800.0]), rtol=1e-4)  # geometric in farness
+    assert view_gammas(8.0, None, farness) == 8.0
+    with pytest.raises(ValueError, match="far_side_gamma"):
+        view_gammas(8.0, 0.0, farness)
+
+
+def test_far_side_gamma_pins_only_the_far_views() -> None:
+    """A huge far-side gamma makes the view opposite the input its render at every step, leaves the CDM its say
+    next to the input, and with far_side_gamma = gamma the run is exactly the plain one."""
+    from nerfdiff_ns.cdm.schedule import make_train_scheduler
+    from nerfdiff_ns.cdm.unet import ConditionalDiffusionModel
+
+    def run(**ngd) -> torch.Tensor:
+        torch.manual_seed(0)
+        cdm = ConditionalDiffusionModel(sample_size=8, block_out_channels=(8, 16), layers_per_block=1,
+                                        attention_levels=(False, False), camera_embedding_dim=8).eval()
+        source = orbit_pose(2.7, 0.0, 20.0)
+        cams = torch.stack([orbit_pose(2.7, az, 20.0) for az in (20.0, 180.0)])
+        cfg = NGDConfig(diffusion_steps=4, guidance_gamma=0.5, **ngd)
+        diffusion = VirtualViewDiffusion(cdm, make_train_scheduler(), cfg, torch.rand(8, 8, 3), source, cams)
+        diffusion.start(renders)
+        while not diffusion.done:
+            targets = diffusion.step(renders)
+        return targets
+
+    renders = torch.rand(2, 8, 8, 3)
+    pinned = run(far_side_gamma=1e12)
+    assert torch.allclose(pinned[1], renders[1], atol=1e-5)  # the far view: its render
+    assert not torch.allclose(pinned[0], renders[0], atol=1e-2)  # the near view: the CDM drew on it
+    assert torch.allclose(run(far_side_gamma=0.5), run(), atol=1e-6)
 
 
 def test_skipping_pinned_steps_leaves_the_trajectories_unchanged() -> None:

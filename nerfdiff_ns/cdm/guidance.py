@@ -69,9 +69,10 @@ GUIDANCE_FORMS = ("x0", "epsilon", "paper")
 
 
 def nerf_guidance_weight(
-    alpha: Union[float, torch.Tensor], sigma: Union[float, torch.Tensor], gamma: float
+    alpha: Union[float, torch.Tensor], sigma: Union[float, torch.Tensor], gamma: Union[float, torch.Tensor]
 ) -> Union[float, torch.Tensor]:
-    """w_t = min(1, gamma sigma^2 / alpha^2): strong pull to the NeRF at high noise, weak at low."""
+    """w_t = min(1, gamma sigma^2 / alpha^2): strong pull to the NeRF at high noise, weak at low. gamma may be
+    per view ([V, 1, 1, 1], NGDConfig.far_side_gamma)."""
     w = gamma * sigma**2 / alpha**2
     return w.clamp(max=1.0) if torch.is_tensor(w) else min(1.0, w)
 
@@ -83,7 +84,7 @@ def nerf_guided_update(
     render: torch.Tensor,
     alpha: torch.Tensor,
     sigma: torch.Tensor,
-    gamma: float,
+    gamma: Union[float, torch.Tensor],
     guidance_form: str = "x0",
     clip_x0: bool = False,
     current: Optional[torch.Tensor] = None,
@@ -224,7 +225,7 @@ class NGDTrajectories:
         renders: torch.Tensor,
         source_image: torch.Tensor,
         relative_cameras: Optional[torch.Tensor] = None,
-        gamma: float = 1.0,
+        gamma: Union[float, torch.Tensor] = 1.0,
         cfg_scale: float = 1.0,
         guidance_form: str = "x0",
     ) -> NGDStepInfo:
