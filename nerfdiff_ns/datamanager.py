@@ -19,6 +19,15 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfdiff_ns.data.images import load_rgb
 
 
+def foreground_mask(image: torch.Tensor, background: torch.Tensor, tolerance: float = 2.0 / 255.0) -> torch.Tensor:
+    """[H, W, 1]: 1 where the image differs from the background colour by more than ``tolerance`` in any channel.
+
+    Every input reaches the model composited on the bundle's background (prepared photos, masks, RGBA, the
+    generated datasets), so this is the input's alpha, hardened; an object pixel of exactly the background
+    colour counts as background."""
+    return ((image - background.to(image).view(1, 1, 3)).abs().amax(-1, keepdim=True) > tolerance).float()
+
+
 class NerfDiffDataset(InputDataset):
     """nerfstudio dataset that reads images with our loader (RGBA, gray, 16-bit; clear errors)."""
 
@@ -53,6 +62,8 @@ class NerfDiffDataManager(VanillaDataManager[NerfDiffDataset]):
     def setup_train(self) -> None:
         meta = self.train_dataset.metadata
         self.input_image: torch.Tensor = meta["nerfdiff_input_image"].float()
+        background = self.train_dataset._dataparser_outputs.alpha_color
+        self.input_foreground = foreground_mask(self.input_image, background if background is not None else torch.ones(3))
         self.input_camera: Cameras = self.train_dataset.cameras[0:1]
         self.virtual_cameras: Cameras | None = None
         self.virtual_targets: torch.Tensor | None = None  # [V, H, W, 3], updated in place by NGD
@@ -87,7 +98,8 @@ class NerfDiffDataManager(VanillaDataManager[NerfDiffDataset]):
         self.train_count += 1
         total = self.train_pixel_sampler.num_rays_per_batch
         n_input = total if self.virtual_cameras is None else max(1, int(round(total * self.config.input_ray_fraction)))
-        bundle, rgb = self._sample_view(self.input_camera, self.input_image[None], n_input)
+        bundle, rgb_mask = self._sample_view(self.input_camera, torch.cat([self.input_image, self.input_foreground], -1)[None], n_input)
+        rgb, foreground = rgb_mask[:, :3], rgb_mask[:, 3:]
         weights = torch.full((n_input, 1), self.config.input_view_weight if self.virtual_cameras is not None else 1.0)
         if self.virtual_cameras is not None and total > n_input:
             v_bundle, v_rgb = self._sample_view(self.virtual_cameras, self.virtual_targets, total - n_input)
@@ -100,4 +112,6 @@ class NerfDiffDataManager(VanillaDataManager[NerfDiffDataset]):
             )
             rgb = torch.cat([rgb, v_rgb])
             weights = torch.cat([weights, torch.ones(total - n_input, 1)])
-        return bundle.to(self.device), {"image": rgb.to(self.device), "weight": weights.to(self.device)}
+            foreground = torch.cat([foreground, torch.full((total - n_input, 1), float("nan"))])
+        batch = {"image": rgb.to(self.device), "weight": weights.to(self.device), "foreground": foreground.to(self.device)}
+        return bundle.to(self.device), batch

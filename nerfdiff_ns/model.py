@@ -42,6 +42,11 @@ class NerfDiffModelConfig(ModelConfig):
     """Photometric loss per ray. NGD's virtual targets disagree in their drawn detail; 'mse' fits their mean
     (a blur), 'l1' their median, which keeps what most views agree on (all 50 chairs val objects: NGD
     sharpness 0.134 -> 0.191, SSIM +0.010, PSNR -0.14 dB; README "The benchmark")."""
+    mask_loss_weight: float = 0.0
+    """lambda_mask: weight of an L1 loss between the accumulated opacity of input-view rays and the input's
+    foreground mask (1 on the object, 0 where the input shows the background colour): the reference-view mask
+    loss of single-image methods (Zero123, DreamGaussian). It carves the input view's visual hull and makes the
+    object opaque; the RGB loss alone lets the NeRF paint background-coloured fog. 0 = off."""
 
 
 def lpips_weights_on_disk() -> bool:
@@ -115,7 +120,15 @@ class NerfDiffModel(Model):
             loss = (err * weight).sum() / weight.sum().clamp(min=1e-8)
         else:
             loss = err.mean()
-        return {"rgb_loss": loss}
+        losses = {"rgb_loss": loss}
+        foreground = batch.get("foreground")
+        if self.config.mask_loss_weight > 0 and foreground is not None:
+            foreground = foreground.to(outputs["accumulation"])
+            known = ~torch.isnan(foreground)  # input-view rays; virtual-view rays carry NaN
+            if known.any():
+                gap = (outputs["accumulation"][known] - foreground[known]).abs().mean()
+                losses["mask_loss"] = self.config.mask_loss_weight * gap
+        return losses
 
     def get_image_metrics_and_images(
         self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]

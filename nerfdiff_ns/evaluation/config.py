@@ -83,6 +83,8 @@ class EvalConfig:
     """Adam learning rate of the decoder MLP (default: the base method's)."""
     rgb_loss: Optional[Literal["mse", "l1"]] = None
     """Photometric loss of the NeRF methods (pipeline.model.rgb_loss; default: the base method's)."""
+    mask_loss_weight: Optional[float] = None
+    """lambda_mask of the input view's opacity-vs-foreground loss (pipeline.model.mask_loss_weight; default: the base method's)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device of the NeRF and the CDM (machine.device_type); auto = cuda when available."""
     seed: Optional[int] = None
