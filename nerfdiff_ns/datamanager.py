@@ -61,9 +61,10 @@ class NerfDiffDataManager(VanillaDataManager[NerfDiffDataset]):
 
     def setup_train(self) -> None:
         meta = self.train_dataset.metadata
-        self.input_image: torch.Tensor = meta["nerfdiff_input_image"].float()
+        image = meta["nerfdiff_input_image"].float()
         background = self.train_dataset._dataparser_outputs.alpha_color
-        self.input_foreground = foreground_mask(self.input_image, background if background is not None else torch.ones(3))
+        # [H, W, 4]: RGB and the foreground mask (the mask loss's target), sampled together once per ray
+        self.input_pixels = torch.cat([image, foreground_mask(image, background if background is not None else torch.ones(3))], -1)
         self.input_camera: Cameras = self.train_dataset.cameras[0:1]
         self.virtual_cameras: Cameras | None = None
         self.virtual_targets: torch.Tensor | None = None  # [V, H, W, 3], updated in place by NGD
@@ -98,8 +99,8 @@ class NerfDiffDataManager(VanillaDataManager[NerfDiffDataset]):
         self.train_count += 1
         total = self.train_pixel_sampler.num_rays_per_batch
         n_input = total if self.virtual_cameras is None else max(1, int(round(total * self.config.input_ray_fraction)))
-        bundle, rgb_mask = self._sample_view(self.input_camera, torch.cat([self.input_image, self.input_foreground], -1)[None], n_input)
-        rgb, foreground = rgb_mask[:, :3], rgb_mask[:, 3:]
+        bundle, pixels = self._sample_view(self.input_camera, self.input_pixels[None], n_input)
+        rgb, foreground = pixels[:, :3], pixels[:, 3:]
         weights = torch.full((n_input, 1), self.config.input_view_weight if self.virtual_cameras is not None else 1.0)
         if self.virtual_cameras is not None and total > n_input:
             v_bundle, v_rgb = self._sample_view(self.virtual_cameras, self.virtual_targets, total - n_input)

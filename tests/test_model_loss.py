@@ -94,7 +94,7 @@ def test_batches_carry_the_input_mask_and_nan_for_virtual_rays():
     holder = SimpleNamespace(
         config=NerfDiffDataManagerConfig(), train_count=0, device="cpu", generator=torch.Generator().manual_seed(0),
         train_pixel_sampler=SimpleNamespace(num_rays_per_batch=64), input_camera=camera(source[None]),
-        input_image=image, input_foreground=foreground_mask(image, torch.ones(3)), virtual_cameras=None, virtual_targets=None,
+        input_pixels=torch.cat([image, foreground_mask(image, torch.ones(3))], -1), virtual_cameras=None, virtual_targets=None,
     )
     holder._sample_view = lambda *args: NerfDiffDataManager._sample_view(holder, *args)
     _, batch = NerfDiffDataManager.next_train(holder, 0)
