@@ -59,6 +59,9 @@ class NerfDiffModel(Model):
     config: NerfDiffModelConfig
 
     def populate_modules(self) -> None:
+        if self.config.mask_loss_weight < 0:  # before any loading: a bad flag fails at once
+            raise ValueError(f"--pipeline.model.mask-loss-weight {self.config.mask_loss_weight} is negative: it would reward "
+                             "opacity that disagrees with the input's mask; use a weight >= 0 (0 turns the mask loss off)")
         super().populate_modules()
         from nerfdiff_ns.bundle import load_bundle
 

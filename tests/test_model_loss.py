@@ -75,6 +75,8 @@ def test_mask_loss_pulls_input_ray_opacity_to_the_foreground_and_ignores_virtual
     assert float(losses["rgb_loss"]) == 0.0
     off = SimpleNamespace(config=NerfDiffModelConfig())
     assert NerfDiffModelConfig().mask_loss_weight == 0.0 and "mask_loss" not in NerfDiffModel.get_loss_dict(off, outputs, batch)
+    with pytest.raises(ValueError, match="mask-loss-weight -1.0 is negative"):
+        NerfDiffModel.populate_modules(SimpleNamespace(config=NerfDiffModelConfig(mask_loss_weight=-1.0)))
 
 
 def test_batches_carry_the_input_mask_and_nan_for_virtual_rays():
