@@ -22,9 +22,9 @@ from nerfdiff_ns.data.images import load_rgb
 def foreground_mask(image: torch.Tensor, background: torch.Tensor, tolerance: float = 2.0 / 255.0) -> torch.Tensor:
     """[H, W, 1]: 1 where the image differs from the background colour by more than ``tolerance`` in any channel.
 
-    Every input reaches the model composited on the bundle's background (prepared photos, masks, RGBA, the
-    generated datasets), so this is the input's alpha, hardened; an object pixel of exactly the background
-    colour counts as background."""
+    The fallback when the dataparser knows no mask (``nerfdiff_input_mask``: a prepared photo's mask, --mask,
+    an RGBA input's alpha). Every input reaches the model composited on the bundle's background, so this is the
+    input's alpha, hardened; an object pixel of exactly the background colour counts as background."""
     return ((image - background.to(image).view(1, 1, 3)).abs().amax(-1, keepdim=True) > tolerance).float()
 
 
@@ -63,8 +63,12 @@ class NerfDiffDataManager(VanillaDataManager[NerfDiffDataset]):
         meta = self.train_dataset.metadata
         image = meta["nerfdiff_input_image"].float()
         background = self.train_dataset._dataparser_outputs.alpha_color
+        # the photo's own mask or alpha when the dataparser has one, else the pixels off the background colour
+        mask = meta.get("nerfdiff_input_mask")
+        if mask is None:
+            mask = foreground_mask(image, background if background is not None else torch.ones(3))
         # [H, W, 4]: RGB and the foreground mask (the mask loss's target), sampled together once per ray
-        self.input_pixels = torch.cat([image, foreground_mask(image, background if background is not None else torch.ones(3))], -1)
+        self.input_pixels = torch.cat([image, mask.float().reshape(*image.shape[:2], 1)], -1)
         self.input_camera: Cameras = self.train_dataset.cameras[0:1]
         self.virtual_cameras: Cameras | None = None
         self.virtual_targets: torch.Tensor | None = None  # [V, H, W, 3], updated in place by NGD

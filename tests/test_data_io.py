@@ -184,6 +184,25 @@ def test_rgba_images_composited_on_background(tmp_path: Path):
     assert obj.images[1, 2, 3].tolist() == [0.0, 0.0, 1.0]
 
 
+def test_srn_input_view_alpha_becomes_the_mask_losss_target(tmp_path: Path):
+    """An RGBA input view gives nerfdiff-srn-object its mask (the mask loss's target); an RGB one gives none."""
+    from nerfdiff_ns.data.dataparsers import SRNObjectDataParserConfig
+
+    folder = tmp_path / "o"
+    _write_object(folder, num_views=2, size=4)
+    rgba = np.full((4, 4, 4), 255, dtype=np.uint8)  # white on white: only the alpha tells object from background
+    rgba[..., 3] = 0
+    rgba[1:3, 1:3, 3] = 255
+    rgba[0, 0, 3] = 128
+    Image.fromarray(rgba).save(folder / "rgb" / "000001.png")
+    out = SRNObjectDataParserConfig(data=folder, input_view=1).setup().get_dataparser_outputs("train")
+    mask = out.metadata["nerfdiff_input_mask"][..., 0]
+    assert mask[1:3, 1:3].eq(1).all() and mask.sum() == pytest.approx(4 + 128 / 255)
+    assert out.metadata["nerfdiff_input_image"].eq(1).all()
+    plain = SRNObjectDataParserConfig(data=folder, input_view=0).setup().get_dataparser_outputs("train")
+    assert "nerfdiff_input_mask" not in plain.metadata
+
+
 def _break(folder: Path, case: str) -> str:
     """Break an SRN object folder; return a string the DataError message must contain."""
     if case == "missing_rgb":

@@ -173,6 +173,7 @@ def test_object_json_structure_and_finite_metrics(full_run) -> None:
 def test_feed_forward_psnr_matches_a_direct_render_of_the_bundle(full_run, tiny_bundle) -> None:
     from nerfdiff_ns.bundle import load_bundle
     from nerfdiff_ns.data.multiview import load_object_folder
+    from nerfdiff_ns.datamanager import foreground_mask
     from nerfdiff_ns.nerf.image_nerf import SourceView
 
     root, bundle_path = tiny_bundle
@@ -188,15 +189,23 @@ def test_feed_forward_psnr_matches_a_direct_render_of_the_bundle(full_run, tiny_
         with torch.no_grad():
             triplane = nerf.encode(obj.images[src][None])
         source = SourceView(obj.c2w[src][None], obj.intrinsics[None], (height, width))
-        values = []
+        values, acc, on_object = [], [], []
         for name in rec["eval_views"]:
             v = stems.index(name)
-            rgb = nerf.render_image(triplane, source, obj.c2w[v][None], obj.intrinsics[None], height, width)["rgb"][0]
-            mse = (rgb.clamp(0, 1).double() - obj.images[v].double()).pow(2).mean()
+            out_v = nerf.render_image(triplane, source, obj.c2w[v][None], obj.intrinsics[None], height, width)
+            mse = (out_v["rgb"][0].clamp(0, 1).double() - obj.images[v].double()).pow(2).mean()
             values.append(float(-10 * torch.log10(mse)))
+            acc.append(out_v["accumulation"][0, ..., 0].clamp(0, 1))
+            on_object.append(foreground_mask(obj.images[v], torch.tensor(bundle.config.nerf.background))[..., 0] > 0)
         entry = rec["methods"]["feed-forward"]
         assert entry["per_view"]["psnr"] == pytest.approx(values, abs=1e-4)
         assert entry["metrics"]["psnr"] == pytest.approx(sum(values) / len(values), abs=1e-4)
+        # the opacity record: the same NeRF's accumulation on the ground truth's object and background pixels
+        acc, on_object = torch.stack(acc), torch.stack(on_object)
+        assert on_object.any() and (~on_object).any()
+        assert entry["opacity"]["object"] == pytest.approx(float(acc[on_object].mean()), abs=1e-4)
+        assert entry["opacity"]["background"] == pytest.approx(float(acc[~on_object].mean()), abs=1e-4)
+        assert "opacity" not in rec["methods"]["cdm-only"]  # no NeRF of its own
 
 
 def test_grid_videos_and_summary(full_run) -> None:
@@ -230,6 +239,8 @@ def test_grid_videos_and_summary(full_run) -> None:
         assert stats["metrics"]["ms_ssim"] == {"mean": None, "std": None, "n": 0}
     md = (out / "summary.md").read_text()
     assert "Objects: 2" in md and "| ngd | 2 |" in md and "±" in md
+    assert summary["methods"]["ngd"]["opacity"]["background"]["n"] == 2 and "- ngd: " in md  # the fog line
+    assert summary["methods"]["cdm-only"]["opacity"]["object"]["n"] == 0 and "- cdm-only" not in md
 
 
 def test_resume_skips_objects_that_are_done(full_run) -> None:

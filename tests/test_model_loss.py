@@ -73,8 +73,9 @@ def test_mask_loss_pulls_input_ray_opacity_to_the_foreground_and_ignores_virtual
     losses = NerfDiffModel.get_loss_dict(on, outputs, batch)
     assert float(losses["mask_loss"]) == pytest.approx(2.0 * (0.1 + 0.3) / 2)
     assert float(losses["rgb_loss"]) == 0.0
-    off = SimpleNamespace(config=NerfDiffModelConfig())
-    assert NerfDiffModelConfig().mask_loss_weight == 0.0 and "mask_loss" not in NerfDiffModel.get_loss_dict(off, outputs, batch)
+    off = SimpleNamespace(config=NerfDiffModelConfig(mask_loss_weight=0.0))
+    assert "mask_loss" not in NerfDiffModel.get_loss_dict(off, outputs, batch)
+    assert NerfDiffModelConfig().mask_loss_weight == 1.0  # on by default
     with pytest.raises(ValueError, match="mask-loss-weight -1.0 is negative"):
         NerfDiffModel.populate_modules(SimpleNamespace(config=NerfDiffModelConfig(mask_loss_weight=-1.0)))
 
@@ -109,7 +110,7 @@ def test_batches_carry_the_input_mask_and_nan_for_virtual_rays():
     assert not torch.isnan(batch["foreground"][:n_input]).any() and torch.isnan(batch["foreground"][n_input:]).all()
 
 
-@pytest.mark.parametrize("flag, expected", [(None, 0.0), (0.5, 0.5)])
+@pytest.mark.parametrize("flag, expected", [(None, 1.0), (0.0, 0.0), (0.5, 0.5)])
 def test_nerfdiff_eval_passes_the_mask_loss_weight(flag, expected, tmp_path):
     from nerfdiff_ns.evaluation.config import EvalConfig
     from nerfdiff_ns.evaluation.method_run import make_trainer_config

@@ -283,6 +283,46 @@ def test_dataparser_trains_on_the_prepared_image(tmp_path: Path, render, framing
     assert Path(raw.image_filenames[0]) == path and int(raw.cameras.width) == PHOTO_W
 
 
+def test_the_mask_loss_gets_the_photos_own_mask(tmp_path: Path, render, framing: Framing) -> None:
+    """A white patch on an object photographed on white: the background-colour test calls it background, the
+    photo's alpha (prepared or used as it is) keeps it on the object, and that is what the datamanager samples."""
+    import torch
+    from types import SimpleNamespace
+
+    from nerfdiff_ns.data.dataparsers import SingleImageDataParserConfig
+    from nerfdiff_ns.datamanager import NerfDiffDataManager, NerfDiffDataManagerConfig, foreground_mask
+
+    photo, truth = composite(render, np.ones((PHOTO_H, PHOTO_W, 3), np.float32))
+    ys, xs = np.nonzero(truth)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    photo[cy - 12 : cy + 12, cx - 12 : cx + 12] = 1.0  # white paint, inside the object
+    truth[cy - 12 : cy + 12, cx - 12 : cx + 12] = True
+    rgba = np.concatenate([photo, truth[..., None].astype(np.float32)], -1)
+    path = tmp_path / "white-on-white.png"
+    Image.fromarray(np.clip(rgba * 255 + 0.5, 0, 255).astype(np.uint8), mode="RGBA").save(path)
+    bg = torch.tensor(framing.background, dtype=torch.float32)
+
+    for prepare in (True, False):
+        parser = SingleImageDataParserConfig(data=path, bundle=SHIPPED, cache_dir=tmp_path / "cache", prepare=prepare).setup()
+        out = parser.get_dataparser_outputs("train")
+        mask, image = out.metadata["nerfdiff_input_mask"], out.metadata["nerfdiff_input_image"]
+        assert mask.shape == (*image.shape[:2], 1)
+        expected = parser.prepared.mask if prepare else truth.astype(np.float32)
+        assert np.abs(mask[..., 0].numpy() - expected).max() < 1e-6
+        hidden = (mask[..., 0] > 0.99) & (foreground_mask(image, bg)[..., 0] == 0)  # object pixels of the background colour
+        assert int(hidden.sum()) >= (500 if not prepare else 8)  # the 24 px patch: 576 px as it is, 12 px at 32 px
+
+        holder = SimpleNamespace(config=NerfDiffDataManagerConfig(), train_dataset=SimpleNamespace(
+            metadata=out.metadata, _dataparser_outputs=out, cameras=out.cameras))
+        NerfDiffDataManager.setup_train(holder)
+        assert torch.equal(holder.input_pixels[..., 3:], mask)
+
+    # an RGB photo carries no mask: the datamanager falls back to the background-colour test
+    rgb_path = save(tmp_path / "plain.png", photo)
+    out = SingleImageDataParserConfig(data=rgb_path, bundle=SHIPPED, prepare=False).setup().get_dataparser_outputs("train")
+    assert "nerfdiff_input_mask" not in out.metadata
+
+
 def test_prepare_cli(tmp_path: Path, render) -> None:
     from nerfdiff_ns.data.dataparsers import read_camera_file
     from nerfdiff_ns.prepare import entrypoint

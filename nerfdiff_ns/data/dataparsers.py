@@ -24,7 +24,7 @@ from nerfstudio.data.scene_box import SceneBox
 
 from nerfdiff_ns.data.cameras import orbit_pose
 from nerfdiff_ns.data.errors import DataError
-from nerfdiff_ns.data.images import image_size, load_rgb
+from nerfdiff_ns.data.images import image_size, load_alpha, load_rgb
 from nerfdiff_ns.data.segment import Segmentation
 
 if TYPE_CHECKING:
@@ -254,6 +254,12 @@ class SingleImageDataParser(DataParser):
                     "give a mask of the same size as the image",
                 )
             metadata["nerfdiff_input_image"] = metadata["nerfdiff_input_image"] * mask + torch.tensor(background) * (1 - mask)
+        elif self.prepared is not None:
+            mask = torch.from_numpy(self.prepared.mask).float()[..., None]
+        else:
+            mask = load_alpha(view.image_path)  # an RGBA photo used as it is; None: inferred from the background colour
+        if mask is not None:
+            metadata["nerfdiff_input_mask"] = mask.clamp(0.0, 1.0)
         return DataparserOutputs(
             image_filenames=[view.image_path], cameras=cams, alpha_color=torch.tensor(background),
             scene_box=SceneBox(aabb=torch.tensor([[-radius] * 3, [radius] * 3], dtype=torch.float32)),
@@ -306,6 +312,9 @@ class SRNObjectDataParser(DataParser):
             "nerfdiff_input_c2w": obj.c2w[idx],
             "nerfdiff_input_intrinsics": obj.intrinsics,
         }
+        alpha = load_alpha(obj.image_paths[idx])
+        if alpha is not None and alpha.shape[:2] == obj.images[idx].shape[:2]:  # a resized scene falls back to the colour test
+            metadata["nerfdiff_input_mask"] = alpha
         return DataparserOutputs(
             image_filenames=[obj.image_paths[i] for i in indices], cameras=cams, alpha_color=torch.tensor(background),
             scene_box=SceneBox(aabb=torch.tensor([[-radius] * 3, [radius] * 3], dtype=torch.float32)),

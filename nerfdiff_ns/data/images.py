@@ -10,7 +10,7 @@ stored (alpha included) for photo preparation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -113,6 +113,17 @@ def load_rgb(path: Union[str, Path], background: Background = (1.0, 1.0, 1.0)) -
     else:
         rgb = arr
     return torch.from_numpy(np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32))
+
+
+def load_alpha(path: Union[str, Path]) -> Optional[torch.Tensor]:
+    """The image's alpha channel as ``[H, W, 1]`` float32 in ``[0, 1]``, or None when it has no transparency.
+
+    The mask loss prefers this over inferring the object from the background colour, which cannot tell an
+    object pixel of exactly that colour (a white mug on white) from the background."""
+    arr = load_channels(path)
+    if arr.shape[-1] not in (2, 4):
+        return None
+    return torch.from_numpy(np.ascontiguousarray(arr[..., -1:], dtype=np.float32))
 
 
 def image_size(path: Union[str, Path]) -> tuple[int, int]:

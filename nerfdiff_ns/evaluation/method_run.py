@@ -116,6 +116,7 @@ class EvalViews:
     input_image: torch.Tensor  # [H, W, 3]
     input_index: int
     input_name: str
+    background: Optional[torch.Tensor] = None  # [3] the colour the images are composited on
 
 
 def eval_views_of(pipeline) -> EvalViews:
@@ -128,15 +129,17 @@ def eval_views_of(pipeline) -> EvalViews:
     return EvalViews(
         names=[Path(p).stem for p in dataset.image_filenames], cameras=dataset.cameras, images=images,
         input_image=pipeline.model.input_image.detach().float().cpu(), input_index=index, input_name=input_name,
+        background=dataset._dataparser_outputs.alpha_color,
     )
 
 
 @torch.no_grad()
-def render_cameras(model, cameras) -> torch.Tensor:
-    """``[V, H, W, 3]`` renders of nerfstudio ``cameras`` with ``model.get_outputs_for_camera`` (eval mode)."""
+def render_cameras(model, cameras, key: str = "rgb") -> torch.Tensor:
+    """``[V, H, W, C]`` renders of nerfstudio ``cameras`` with ``model.get_outputs_for_camera`` (eval mode):
+    the colour, or another output such as ``accumulation``."""
     was_training = model.training
     model.eval()
-    out = [model.get_outputs_for_camera(cameras[i : i + 1])["rgb"].detach().float().cpu().clamp(0, 1) for i in range(len(cameras))]
+    out = [model.get_outputs_for_camera(cameras[i : i + 1])[key].detach().float().cpu().clamp(0, 1) for i in range(len(cameras))]
     model.train(was_training)
     return torch.stack(out)
 
@@ -164,6 +167,7 @@ class MethodRun:
     cost: Dict[str, Any]
     iterations: int
     video: Optional[Path] = None
+    accumulation: Optional[torch.Tensor] = None  # [V, H, W, 1] the NeRF's opacity at the targets (NeRF methods)
 
 
 @torch.no_grad()
@@ -237,6 +241,7 @@ def run_method(cfg: EvalConfig, obj: Path, method: str, scratch_root: Path, devi
                     t3 = synced_clock(device)
                     cost.update(seconds_setup=t1 - t0, seconds_fit=t2 - t1, seconds_render=t3 - t2)
                 cost["seconds"] = t3 - t0
+            accumulation = render_cameras(model, cameras, "accumulation") if method != "cdm-only" else None  # untimed
             cost.update(memory.result)
             views = eval_views_of(pipeline)  # ground truth, outside the timed block
             video = None
@@ -254,4 +259,4 @@ def run_method(cfg: EvalConfig, obj: Path, method: str, scratch_root: Path, devi
         gc.collect()
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-    return MethodRun(renders=renders, views=views, cost=cost, iterations=iterations, video=video)
+    return MethodRun(renders=renders, views=views, cost=cost, iterations=iterations, video=video, accumulation=accumulation)

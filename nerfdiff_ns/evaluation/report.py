@@ -155,6 +155,7 @@ def summarize(records: Dict[str, Dict[str, Any]], sources: Sequence[Path] = ()) 
             "num_objects": len(rows),
             "metrics": {name: _stats([r["metrics"].get(name) for r in rows]) for name in METRICS},
             "cost": {key: _stats([r.get(key) for r in rows]) for key in ("seconds", "seconds_fit", "peak_memory_mb")},
+            "opacity": {key: _stats([r.get("opacity", {}).get(key) for r in rows]) for key in ("object", "background")},
             "memory_kind": sorted({str(r.get("memory_kind")) for r in rows}),
         }
     notes: Dict[str, str] = {}
@@ -198,6 +199,11 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
         cells = [_fmt(s["metrics"][m], digits.get(m, 3)) for m in shown]
         cells += [_fmt(s["cost"]["seconds"], 1), _fmt(s["cost"]["peak_memory_mb"], 0)]
         lines.append(f"| {name} | {s['num_objects']} | " + " | ".join(cells) + " |")
+    fog = {name: s["opacity"] for name, s in summary["methods"].items() if s.get("opacity", {}).get("object", {}).get("n")}
+    if fog:
+        lines += ["", "NeRF opacity at the targets (mean ± std over objects): on the ground truth's object pixels (ideal 1) / "
+                  "on its background pixels (ideal 0, fog)", ""]
+        lines += [f"- {name}: {_fmt(o['object'], 3)} / {_fmt(o['background'], 3)}" for name, o in fog.items()]
     if summary.get("paired"):
         lines += [""] + paired_markdown(summary["paired"], digits)
     if summary.get("ngd_versus"):

@@ -43,6 +43,18 @@ def settings_of(cfg: EvalConfig, device: str) -> Dict[str, Any]:
     }
 
 
+def opacity_on(accumulation: torch.Tensor, views: EvalViews) -> Dict[str, Optional[float]]:
+    """The NeRF's mean accumulated opacity at the targets on the ground truth's object pixels (ideal 1) and on
+    its background pixels (ideal 0: background-coloured fog, which PSNR barely sees but exports and the viewer do)."""
+    from nerfdiff_ns.datamanager import foreground_mask
+
+    background = views.background if views.background is not None else torch.ones(3)
+    on_object = torch.stack([foreground_mask(image, background)[..., 0] > 0 for image in views.images])
+    acc = accumulation[..., 0]
+    return {"object": float(acc[on_object].mean()) if on_object.any() else None,
+            "background": float(acc[~on_object].mean()) if (~on_object).any() else None}
+
+
 def evaluate_object(cfg: EvalConfig, obj: Path, suite: MetricSuite, device: str, on_method=None) -> Dict[str, Any]:
     """Run every method on one object, write objects/<id>.json (+ grid, videos); return the record."""
     out = Path(cfg.output_dir)
@@ -75,6 +87,8 @@ def evaluate_object(cfg: EvalConfig, obj: Path, suite: MetricSuite, device: str,
             **run.cost,
             "video": None if run.video is None else str(run.video.relative_to(out)) if run.video.is_relative_to(out) else str(run.video),
         }
+        if run.accumulation is not None:
+            record["methods"][method]["opacity"] = opacity_on(run.accumulation, views)
         renders[method] = run.renders
     assert reference is not None
     record["metric_notes"] = dict(suite.notes)
