@@ -45,7 +45,7 @@ def settings_of(cfg: EvalConfig, device: str) -> Dict[str, Any]:
 
 def opacity_on(accumulation: torch.Tensor, views: EvalViews) -> Dict[str, Optional[float]]:
     """The NeRF's mean accumulated opacity at the targets on the ground truth's object pixels (ideal 1) and on
-    its background pixels (ideal 0: background-coloured fog, which PSNR barely sees but exports and the viewer do)."""
+    its background pixels (ideal 0: background-coloured fog, which PSNR cannot see on the background it was trained on)."""
     from nerfdiff_ns.datamanager import foreground_mask
 
     background = views.background if views.background is not None else torch.ones(3)
