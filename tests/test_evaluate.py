@@ -108,6 +108,22 @@ def test_paired_difference_to_feed_forward_with_its_95_interval() -> None:
     assert summarize(only_ngd)["ngd_versus"] is None
 
 
+def test_opacity_record_uses_the_targets_alpha_when_they_have_one() -> None:
+    """Fog = opacity on background pixels: from the targets' alpha (RGBA views) or, without it, the colour test."""
+    from nerfdiff_ns.evaluation.method_run import EvalViews
+    from nerfdiff_ns.evaluation.scoring import opacity_on
+
+    images = torch.ones(1, 2, 2, 3)
+    images[0, 0, 0] = torch.tensor([0.5, 0.2, 0.1])  # one coloured object pixel; (0, 1) is a white object pixel
+    acc = torch.tensor([[[0.9], [0.7]], [[0.2], [0.0]]])[None]
+    base = dict(names=["a"], cameras=None, images=images, input_image=images[0], input_index=0, input_name="0")
+    by_colour = opacity_on(acc, EvalViews(**base, background=torch.ones(3)))
+    assert by_colour["object"] == pytest.approx(0.9) and by_colour["background"] == pytest.approx(0.3)
+    alpha = torch.tensor([[[1.0], [1.0]], [[0.0], [0.0]]])[None]
+    by_alpha = opacity_on(acc, EvalViews(**base, background=torch.ones(3), masks=alpha))
+    assert by_alpha["object"] == pytest.approx(0.8) and by_alpha["background"] == pytest.approx(0.1)
+
+
 def test_shards_partition_the_selected_objects() -> None:
     from nerfdiff_ns.evaluate import parse_shard, select_objects
 

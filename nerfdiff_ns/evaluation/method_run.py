@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
+from nerfdiff_ns.data.images import load_alpha
 from nerfdiff_ns.evaluation.config import NERF_METHODS, EvalConfig, base_trainer_config, ngd_for
 from nerfdiff_ns.evaluation.memory import PeakMemory, synced_clock
 from nerfdiff_ns.evaluation.report import write_video
@@ -117,6 +118,7 @@ class EvalViews:
     input_index: int
     input_name: str
     background: Optional[torch.Tensor] = None  # [3] the colour the images are composited on
+    masks: Optional[torch.Tensor] = None  # [V, H, W, 1] the targets' alpha when every one has it (RGBA views)
 
 
 def eval_views_of(pipeline) -> EvalViews:
@@ -126,10 +128,12 @@ def eval_views_of(pipeline) -> EvalViews:
     parser = dm.dataparser
     index = parser.input_index()
     input_name = Path(dm.train_dataset.image_filenames[0]).stem if len(dm.train_dataset.image_filenames) else str(index)
+    alphas = [load_alpha(p) for p in dataset.image_filenames]
+    masks = torch.stack(alphas) if alphas and all(a is not None and a.shape[:2] == images.shape[1:3] for a in alphas) else None
     return EvalViews(
         names=[Path(p).stem for p in dataset.image_filenames], cameras=dataset.cameras, images=images,
         input_image=pipeline.model.input_image.detach().float().cpu(), input_index=index, input_name=input_name,
-        background=dataset._dataparser_outputs.alpha_color,
+        background=dataset._dataparser_outputs.alpha_color, masks=masks,
     )
 
 

@@ -48,8 +48,11 @@ def opacity_on(accumulation: torch.Tensor, views: EvalViews) -> Dict[str, Option
     its background pixels (ideal 0: background-coloured fog, which PSNR cannot see on the background it was trained on)."""
     from nerfdiff_ns.datamanager import foreground_mask
 
-    background = views.background if views.background is not None else torch.ones(3)
-    on_object = torch.stack([foreground_mask(image, background)[..., 0] > 0 for image in views.images])
+    if views.masks is not None:  # RGBA targets: their alpha, which also counts object pixels of the background colour
+        on_object = views.masks[..., 0] > 0.5
+    else:
+        background = views.background if views.background is not None else torch.ones(3)
+        on_object = torch.stack([foreground_mask(image, background)[..., 0] > 0 for image in views.images])
     acc = accumulation[..., 0]
     return {"object": float(acc[on_object].mean()) if on_object.any() else None,
             "background": float(acc[~on_object].mean()) if (~on_object).any() else None}
