@@ -14,7 +14,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -138,14 +138,19 @@ def eval_views_of(pipeline) -> EvalViews:
 
 
 @torch.no_grad()
-def render_cameras(model, cameras, key: str = "rgb") -> torch.Tensor:
-    """``[V, H, W, C]`` renders of nerfstudio ``cameras`` with ``model.get_outputs_for_camera`` (eval mode):
-    the colour, or another output such as ``accumulation``."""
+def render_outputs(model, cameras, keys: Sequence[str] = ("rgb",)) -> Dict[str, torch.Tensor]:
+    """``{key: [V, H, W, C]}``: the outputs ``keys`` (e.g. ``rgb``, ``accumulation``) of one render pass per camera
+    with ``model.get_outputs_for_camera`` (eval mode), clamped to [0, 1]."""
     was_training = model.training
     model.eval()
-    out = [model.get_outputs_for_camera(cameras[i : i + 1])[key].detach().float().cpu().clamp(0, 1) for i in range(len(cameras))]
+    per_view = [model.get_outputs_for_camera(cameras[i : i + 1]) for i in range(len(cameras))]
     model.train(was_training)
-    return torch.stack(out)
+    return {key: torch.stack([out[key].detach().float().cpu().clamp(0, 1) for out in per_view]) for key in keys}
+
+
+def render_cameras(model, cameras) -> torch.Tensor:
+    """``[V, H, W, 3]`` renders of nerfstudio ``cameras`` with ``model.get_outputs_for_camera`` (eval mode)."""
+    return render_outputs(model, cameras)["rgb"]
 
 
 def orbit_cameras(model, frames: int):
@@ -235,17 +240,18 @@ def run_method(cfg: EvalConfig, obj: Path, method: str, scratch_root: Path, devi
                     trainer.train()
                 t2 = synced_clock(device)
                 cameras = pipeline.datamanager.eval_dataset.cameras
+                accumulation = None  # the NeRF's opacity at the targets, from the same render pass as the colour
                 if method == "cdm-only":
                     renders = cdm_only_predictions(pipeline, cameras, cfg.cdm_batch_size)
                     t3 = synced_clock(device)
                     cost.update(seconds_setup=t1 - t0, seconds_fit=t3 - t2, seconds_render=0.0)
                 else:
                     pipeline.eval()
-                    renders = render_cameras(model, cameras)
+                    outputs = render_outputs(model, cameras, ("rgb", "accumulation"))
+                    renders, accumulation = outputs["rgb"], outputs["accumulation"]
                     t3 = synced_clock(device)
                     cost.update(seconds_setup=t1 - t0, seconds_fit=t2 - t1, seconds_render=t3 - t2)
                 cost["seconds"] = t3 - t0
-            accumulation = render_cameras(model, cameras, "accumulation") if method != "cdm-only" else None  # untimed
             cost.update(memory.result)
             views = eval_views_of(pipeline)  # ground truth, outside the timed block
             video = None
