@@ -24,11 +24,23 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
+# A registry download can break off mid-file (CI once lost open3d's 400 MB wheel at 114 MB):
+# pip resumes a broken download this many times, and a failed install is tried again from scratch.
+export PIP_RESUME_RETRIES=${PIP_RESUME_RETRIES:-20} PIP_RETRIES=${PIP_RETRIES:-10} PIP_DEFAULT_TIMEOUT=${PIP_DEFAULT_TIMEOUT:-60}
+pip_install() {
+  local attempt
+  for attempt in 1 2 3; do
+    python -m pip install -q "$@" && return 0
+    echo "[setup] pip install $* failed (attempt $attempt of 3); trying again in 10 s" >&2
+    sleep 10
+  done
+  return 1
+}
 if ! python -c "import nerfstudio, diffusers, pybullet, pytest, playwright" 2>/dev/null; then
-  python -m pip install -q -U pip setuptools wheel
+  pip_install -U pip setuptools wheel
   # torch/torchvision first and explicitly, so the resolver keeps the machine's pinned builds
-  python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || python -m pip install -q torch torchvision
-  python -m pip install -q -e ".[dev,data]"
+  pip_install "torch==2.14.1" "torchvision==0.29.1" || pip_install torch torchvision
+  pip_install -e ".[dev,data]"
 else
   python -m pip install -q --no-deps -e .
 fi
