@@ -49,12 +49,23 @@ class NerfDiffModelConfig(ModelConfig):
     hull and makes the object opaque; the RGB loss alone lets the NeRF paint background-coloured fog. All 50 val
     objects: NGD sharpness 0.255 -> 0.281 (chairs) and 0.125 -> 0.162 (random_urdfs) for -0.06 / -0.05 dB
     (README "The benchmark"). 0 = off."""
+    opacity_entropy_weight: float = 0.0
+    """lambda_opaque: weight of the binary entropy of every ray's accumulated opacity, which pushes each ray to be
+    fully opaque or fully clear (threestudio's Zero123 'opaque' loss). It hardens silhouettes, where a soft
+    edge is the NeRF's blur rather than the object's, without asking any view for drawn detail. 0 = off."""
 
 
 def lpips_weights_on_disk() -> bool:
     """torchmetrics' LPIPS needs torchvision's ImageNet backbone; we never download it."""
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     return any(hub.glob("alexnet-owt-*.pth")) or any(hub.glob("vgg16-*.pth"))
+
+
+def binary_entropy(opacity: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mean binary entropy -a log a - (1 - a) log(1 - a) of opacities a in [0, 1]: 0 for clear or opaque rays,
+    log 2 for a half-transparent one; its gradient pushes a ray away from 0.5 toward the nearer end."""
+    a = opacity.clamp(eps, 1.0 - eps)
+    return -(a * a.log() + (1.0 - a) * (1.0 - a).log()).mean()
 
 
 class NerfDiffModel(Model):
@@ -64,6 +75,9 @@ class NerfDiffModel(Model):
         if self.config.mask_loss_weight < 0:  # before any loading: a bad flag fails at once
             raise ValueError(f"--pipeline.model.mask-loss-weight {self.config.mask_loss_weight} is negative: it would reward "
                              "opacity that disagrees with the input's mask; use a weight >= 0 (0 turns the mask loss off)")
+        if self.config.opacity_entropy_weight < 0:
+            raise ValueError(f"--pipeline.model.opacity-entropy-weight {self.config.opacity_entropy_weight} is negative: it "
+                             "would reward half-transparent rays (fog); use a weight >= 0 (0 turns it off)")
         super().populate_modules()
         from nerfdiff_ns.bundle import load_bundle
 
@@ -133,6 +147,8 @@ class NerfDiffModel(Model):
             if known.any():
                 gap = (outputs["accumulation"][known] - foreground[known]).abs().mean()
                 losses["mask_loss"] = self.config.mask_loss_weight * gap
+        if self.config.opacity_entropy_weight > 0:
+            losses["opacity_entropy_loss"] = self.config.opacity_entropy_weight * binary_entropy(outputs["accumulation"])
         return losses
 
     def get_image_metrics_and_images(

@@ -120,3 +120,35 @@ def test_nerfdiff_eval_passes_the_mask_loss_weight(flag, expected, tmp_path):
     tc = make_trainer_config(cfg, tmp_path / "900", "ngd", tmp_path / "scratch", "cpu")
     assert tc.pipeline.model.mask_loss_weight == expected
     assert settings_of(cfg, "cpu")["mask_loss_weight"] == expected
+
+
+def test_opacity_entropy_pushes_each_ray_to_clear_or_opaque():
+    from nerfdiff_ns.model import binary_entropy
+
+    assert float(binary_entropy(torch.tensor([0.5]))) == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    assert float(binary_entropy(torch.tensor([0.0, 1.0]))) == pytest.approx(0.0, abs=1e-3)
+    assert float(binary_entropy(torch.tensor([0.2, 0.8]))) == pytest.approx(0.5004, abs=1e-4)
+    outputs = {"rgb": torch.zeros(3, 3), "accumulation": torch.tensor([[0.3], [0.7], [0.5]], requires_grad=True)}
+    batch = {"image": torch.zeros(3, 3), "foreground": torch.full((3, 1), float("nan"))}
+    on = SimpleNamespace(config=NerfDiffModelConfig(opacity_entropy_weight=0.5))
+    loss = NerfDiffModel.get_loss_dict(on, outputs, batch)["opacity_entropy_loss"]
+    assert float(loss) == pytest.approx(0.5 * float(binary_entropy(outputs["accumulation"])))
+    loss.backward()
+    grad = outputs["accumulation"].grad[:, 0]
+    assert grad[0] > 0 and grad[1] < 0 and grad[2].abs() < 1e-6  # gradient descent: 0.3 -> 0, 0.7 -> 1
+    off = SimpleNamespace(config=NerfDiffModelConfig())
+    assert "opacity_entropy_loss" not in NerfDiffModel.get_loss_dict(off, outputs, batch)  # off by default
+    with pytest.raises(ValueError, match="opacity-entropy-weight -0.1 is negative"):
+        NerfDiffModel.populate_modules(SimpleNamespace(config=NerfDiffModelConfig(mask_loss_weight=0.0, opacity_entropy_weight=-0.1)))
+
+
+@pytest.mark.parametrize("flag, expected", [(None, 0.0), (0.2, 0.2)])
+def test_nerfdiff_eval_passes_the_opacity_entropy_weight(flag, expected, tmp_path):
+    from nerfdiff_ns.evaluation.config import EvalConfig
+    from nerfdiff_ns.evaluation.method_run import make_trainer_config
+    from nerfdiff_ns.evaluation.scoring import settings_of
+
+    cfg = EvalConfig(data=tmp_path, opacity_entropy_weight=flag)
+    tc = make_trainer_config(cfg, tmp_path / "900", "ngd", tmp_path / "scratch", "cpu")
+    assert tc.pipeline.model.opacity_entropy_weight == expected
+    assert settings_of(cfg, "cpu")["opacity_entropy_weight"] == expected

@@ -85,6 +85,8 @@ class EvalConfig:
     """Photometric loss of the NeRF methods (pipeline.model.rgb_loss; default: the base method's)."""
     mask_loss_weight: Optional[float] = None
     """lambda_mask of the input view's opacity-vs-foreground loss (pipeline.model.mask_loss_weight; default: the base method's)."""
+    opacity_entropy_weight: Optional[float] = None
+    """lambda_opaque of the binary-entropy loss on every ray's opacity (pipeline.model.opacity_entropy_weight; default: the base method's)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device of the NeRF and the CDM (machine.device_type); auto = cuda when available."""
     seed: Optional[int] = None

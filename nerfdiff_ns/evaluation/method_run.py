@@ -96,6 +96,8 @@ def make_trainer_config(cfg: EvalConfig, obj: Path, mode: str, scratch: Path, de
         tc.pipeline.model.rgb_loss = cfg.rgb_loss
     if cfg.mask_loss_weight is not None:
         tc.pipeline.model.mask_loss_weight = float(cfg.mask_loss_weight)
+    if cfg.opacity_entropy_weight is not None:
+        tc.pipeline.model.opacity_entropy_weight = float(cfg.opacity_entropy_weight)
     tc.output_dir = Path(scratch)
     tc.experiment_name = Path(obj).name
     tc.timestamp = mode

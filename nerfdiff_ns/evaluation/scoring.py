@@ -36,6 +36,8 @@ def settings_of(cfg: EvalConfig, device: str) -> Dict[str, Any]:
         "lr_field": cfg.lr_field if cfg.lr_field is not None else tc.optimizers["field"]["optimizer"].lr,
         "rgb_loss": cfg.rgb_loss if cfg.rgb_loss is not None else tc.pipeline.model.rgb_loss,
         "mask_loss_weight": cfg.mask_loss_weight if cfg.mask_loss_weight is not None else tc.pipeline.model.mask_loss_weight,
+        "opacity_entropy_weight": (cfg.opacity_entropy_weight if cfg.opacity_entropy_weight is not None
+                                   else tc.pipeline.model.opacity_entropy_weight),
         "machine_seed": int(cfg.seed) if cfg.seed is not None else int(tc.machine.seed),
         "max_eval_views": cfg.max_eval_views,
         "input_view": cfg.input_view,
