@@ -30,7 +30,7 @@ def main() -> None:
 
     from nerfdiff_ns.bundle import load_bundle
     from nerfdiff_ns.data.multiview import load_object_folder
-    from nerfdiff_ns.datamanager import foreground_mask
+    from nerfdiff_ns.evaluation.scoring import object_pixels, split_opacity
     from nerfdiff_ns.nerf.image_nerf import SourceView
 
     bundle = load_bundle(args.bundle)
@@ -46,9 +46,10 @@ def main() -> None:
         with torch.no_grad():
             triplane = nerf.encode(imgs[input_view : input_view + 1])
             source = SourceView(c2w[input_view : input_view + 1], k, (h, w))
-            acc = nerf.render_image(triplane, source, c2w[views], k.expand(len(views), 4), h, w)["accumulation"][..., 0]
-        fg = torch.stack([foreground_mask(imgs[v], background)[..., 0] > 0 for v in views])
-        rows.append([acc[0][fg[0]].mean(), acc[0][~fg[0]].mean(), acc[1:][fg[1:]].mean(), acc[1:][~fg[1:]].mean()])
+            acc = nerf.render_image(triplane, source, c2w[views], k.expand(len(views), 4), h, w)["accumulation"]
+        on_object = object_pixels(imgs[views], background)
+        at_input, at_targets = split_opacity(acc[:1], on_object[:1]), split_opacity(acc[1:], on_object[1:])
+        rows.append([at_input["object"], at_input["background"], at_targets["object"], at_targets["background"]])
         print(f"{folder.name}: input view object {rows[-1][0]:.3f} background {rows[-1][1]:.3f}; "
               f"targets object {rows[-1][2]:.3f} background {rows[-1][3]:.3f}")
     mean = torch.tensor(rows).mean(0)

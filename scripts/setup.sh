@@ -21,10 +21,17 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 if [ ! -x .venv/bin/python ]; then
+  # The venv takes ~9 GB (torch's CUDA build alone is 5.5 GB); on a full disk pip fails mid-download
+  # ("incomplete-download") instead of saying why, so say it here.
+  free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
+  if [ "${free_gb:-0}" -lt 9 ]; then
+    echo "[setup] only ${free_gb} GB free on $(df -P . | awk 'NR == 2 {print $6}'): the venv needs about 9 GB. Free disk space (old clones, runs/) and run again." >&2
+    exit 1
+  fi
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-# A registry download can break off mid-file (CI once lost open3d's 400 MB wheel at 114 MB):
+# A registry download can break off mid-file:
 # pip resumes a broken download this many times, and a failed install is tried again from scratch.
 export PIP_RESUME_RETRIES=${PIP_RESUME_RETRIES:-20} PIP_RETRIES=${PIP_RETRIES:-10} PIP_DEFAULT_TIMEOUT=${PIP_DEFAULT_TIMEOUT:-60}
 pip_install() {

@@ -45,19 +45,29 @@ def settings_of(cfg: EvalConfig, device: str) -> Dict[str, Any]:
     }
 
 
-def opacity_on(accumulation: torch.Tensor, views: EvalViews) -> Dict[str, Optional[float]]:
-    """The NeRF's mean accumulated opacity at the targets on the ground truth's object pixels (ideal 1) and on
-    its background pixels (ideal 0: background-coloured fog, which PSNR cannot see on the background it was trained on)."""
+def object_pixels(images: torch.Tensor, background: Optional[torch.Tensor] = None,
+                  masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Which ground-truth pixels ``[V, H, W]`` are the object: the alpha of RGBA views when there is one (it also
+    counts object pixels of the background colour), else the pixels off the background colour (white by default)."""
     from nerfdiff_ns.datamanager import foreground_mask
 
-    if views.masks is not None:  # RGBA targets: their alpha, which also counts object pixels of the background colour
-        on_object = views.masks[..., 0] > 0.5
-    else:
-        background = views.background if views.background is not None else torch.ones(3)
-        on_object = torch.stack([foreground_mask(image, background)[..., 0] > 0 for image in views.images])
+    if masks is not None:
+        return masks[..., 0] > 0.5
+    background = background if background is not None else torch.ones(3)
+    return torch.stack([foreground_mask(image, background)[..., 0] > 0 for image in images])
+
+
+def split_opacity(accumulation: torch.Tensor, on_object: torch.Tensor) -> Dict[str, Optional[float]]:
+    """Mean accumulated opacity ``[V, H, W, 1]`` on the object pixels (ideal 1) and on the background (ideal 0)."""
     acc = accumulation[..., 0]
     return {"object": float(acc[on_object].mean()) if on_object.any() else None,
             "background": float(acc[~on_object].mean()) if (~on_object).any() else None}
+
+
+def opacity_on(accumulation: torch.Tensor, views: EvalViews) -> Dict[str, Optional[float]]:
+    """The NeRF's mean accumulated opacity at the targets on the ground truth's object pixels (ideal 1) and on
+    its background pixels (ideal 0: background-coloured fog, which PSNR cannot see on the background it was trained on)."""
+    return split_opacity(accumulation, object_pixels(views.images, views.background, views.masks))
 
 
 def evaluate_object(cfg: EvalConfig, obj: Path, suite: MetricSuite, device: str, on_method=None) -> Dict[str, Any]:
