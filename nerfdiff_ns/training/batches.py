@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfdiff_ns.bundle import CameraDistribution
+from nerfdiff_ns.training.augment import augment_sample
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import DistInfo, sample_generator
 from nerfdiff_ns.training.timesteps import TimestepSampler
@@ -104,6 +105,7 @@ def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo
     for j in rank_samples(cfg, dist_info):
         gen = sample_generator(cfg.seed, step, j)
         sample = draw_sample(dataset, gen)
+        augment_sample(sample, cfg.augment, gen)  # before the source pixels are drawn from its image
         h, w = sample["source_image"].shape[:2]
         idx = torch.randint(h * w, (cfg.source_rays,), generator=gen)
         sample["source_pixels"] = torch.stack([idx % w, idx // w], -1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from nerfdiff_ns.nerf.image_nerf import NeRFConfig
+from nerfdiff_ns.training.augment import Augmentation
 from nerfdiff_ns.training.lr_schedule import LRSchedule
 from nerfdiff_ns.training.timesteps import TimestepSampler
 
@@ -174,6 +175,10 @@ class PretrainConfig:
     render_cache_pairs: int = 24
     """(source, target) view pairs per training object in the render cache: the targets run through a random
     order of the object's views (each view once per round), each with a random other view as the source."""
+    augment: tuple[Augmentation, ...] = ()
+    """Symmetries that make new samples from each one (training/augment.py): 'hflip' mirrors the scene (images
+    flipped, cameras mirrored), 'channels' permutes the RGB channels of all of a sample's images alike (only for
+    data whose colours are drawn without regard to channel, such as random_urdfs). () = none."""
 
     def feature_condition_channels(self) -> int:
         """F of the CDM's 'features' condition: the NeRF's feature width (0 when the CDM does not take it)."""

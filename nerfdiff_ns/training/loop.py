@@ -24,6 +24,7 @@ from nerfdiff_ns.training.joint_model import JointModel, build_cdm, ema_decay
 from nerfdiff_ns.training.lr_schedule import check_lr_schedule, lr_factor
 from nerfdiff_ns.training.persistence import RunPersistence
 from nerfdiff_ns.training.progress import make_progress
+from nerfdiff_ns.training.augment import check_augmentations
 from nerfdiff_ns.training.render_cache import build_render_cache, make_cached_batch
 from nerfdiff_ns.training.run_log import LossLog
 from nerfdiff_ns.training.validation import feed_forward_psnr
@@ -36,6 +37,7 @@ class Trainer(RunPersistence):
         from nerfdiff_ns.data.multiview import MultiViewDataset
 
         check_lr_schedule(cfg.lr_schedule, cfg.lr_min_factor)  # before any data or model work (the render cache takes minutes)
+        check_augmentations(cfg.augment)
         if cfg.device == "auto":
             device_type = "cuda" if torch.cuda.is_available() else "cpu"
         else:

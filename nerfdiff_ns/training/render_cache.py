@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nerfdiff_ns.training.augment import augment_sample
 from nerfdiff_ns.training.batches import draw_diffusion_inputs, rank_samples, stack_samples
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import DistInfo, sample_generator
@@ -212,6 +213,7 @@ def make_cached_batch(dataset: Any, cache: RenderCache, cfg: PretrainConfig, ste
         sample = {"source_image": obj.images[s], "source_c2w": obj.c2w[s], "target_image": obj.images[t],
                   "target_c2w": obj.c2w[t], "intrinsics": obj.intrinsics, "render": cache.renders[i]}
         draw_diffusion_inputs(sample, cfg, gen, sampler)
+        augment_sample(sample, cfg.augment, gen)  # drawn last: runs without it keep their streams
         samples.append(sample)
         gens.append(gen)
     return stack_samples(samples, gens, cfg, device)
