@@ -10,7 +10,8 @@ import torch
 
 from nerfdiff_ns.cdm.unet import relative_camera
 from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
-from nerfdiff_ns.training.augment import augment_sample, check_augmentations, mirror_c2w, mirror_sample, permute_channels
+from nerfdiff_ns.training.augment import (augment_sample, check_augmentations, mirror_c2w, mirror_sample,
+                                         permute_channels)
 
 MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
 
@@ -107,7 +108,7 @@ def test_augment_draws_both_symmetries_and_nothing_when_off():
 
 
 def _as_augmented(plain: dict, augmented: dict, row: int) -> bool:
-    """Whether sample ``row`` of ``augmented`` is sample ``row`` of ``plain``, possibly mirrored, under some channel order."""
+    """Whether sample ``row`` of ``augmented`` is that of ``plain``, possibly mirrored, under some channel order."""
     for flip in (False, True):
         base = {k: plain[k][row] for k in ("source_image", "target_image", "render") if k in plain}
         if flip:

@@ -65,9 +65,9 @@ def permute_channels(sample: dict[str, torch.Tensor], order: torch.Tensor) -> No
 
 
 def augment_sample(sample: dict[str, torch.Tensor], augment: Sequence[str], gen: torch.Generator) -> None:
-    """Apply the configured symmetries to one sample in place: ``hflip`` with probability 1/2, ``channels`` as
-    a uniformly drawn channel order (the identity among them). Draws nothing when ``augment`` is empty, so runs without it keep their
-    random streams."""
+    """Apply the configured symmetries to one sample in place: ``hflip`` with probability 1/2, ``channels`` as a
+    uniformly drawn channel order (the identity among them). Draws nothing when ``augment`` is empty, so runs
+    without it keep their random streams."""
     if not augment:
         return
     flip = bool(torch.rand((1,), generator=gen) < 0.5)
