@@ -99,9 +99,10 @@ def test_cached_stage_runs_the_unet_alone_and_reuses_the_file(tiny_bundle, tmp_p
     assert Trainer(stage_cfg(data, tmp_path, bundle, "--no-resume", "--no-render-cache")).render_cache is None
 
 
-def test_cached_stage_resumes_exactly(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("augment", [(), ("--augment", "hflip", "channels")], ids=["plain", "augmented"])
+def test_cached_stage_resumes_exactly(tiny_bundle, tmp_path, augment):
     data, bundle = tiny_bundle
-    flags = ("--steps-per-checkpoint", "2")
+    flags = ("--steps-per-checkpoint", "2", *augment)
     Trainer(stage_cfg(data, tmp_path / "straight", bundle, "--steps", "4", *flags)).run()
     Trainer(stage_cfg(data, tmp_path / "split", bundle, "--steps", "2", *flags)).run()
     second = Trainer(stage_cfg(data, tmp_path / "split", bundle, "--steps", "4", *flags))
@@ -114,11 +115,14 @@ def test_cached_stage_resumes_exactly(tiny_bundle, tmp_path):
             assert g[key] == pytest.approx(e[key], rel=1e-6, abs=1e-9), (g["step"], key)
 
 
-def test_cached_stage_two_process_ddp_matches_one_process(tiny_bundle, tmp_path):
-    """Each rank renders half of the triples; the gathered cache and the losses equal one process's."""
+@pytest.mark.parametrize("augment", [(), ("--augment", "hflip", "channels")], ids=["plain", "augmented"])
+def test_cached_stage_two_process_ddp_matches_one_process(tiny_bundle, tmp_path, augment):
+    """Each rank renders half of the triples; the gathered cache and the losses equal one process's (with the
+    symmetry augmentation too: each sample's choice comes from its own generator)."""
     data, bundle = tiny_bundle
     flags = ["--preset", "test", "--data", str(data), "--no-log-tensorboard", "--steps", "3", "--batch-size", "2",
-             "--steps-per-checkpoint", "100", "--init-from", str(bundle), "--freeze-nerf", "--render-cache-pairs", "5"]
+             "--steps-per-checkpoint", "100", "--init-from", str(bundle), "--freeze-nerf", "--render-cache-pairs", "5",
+             *augment]
     one = Trainer(parse_config([*flags, "--output-dir", str(tmp_path / "one")]))
     one.run()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
