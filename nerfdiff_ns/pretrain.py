@@ -85,6 +85,8 @@ def entrypoint() -> None:
     if trainer.dist.is_main:
         print(json.dumps({"step": trainer.step, **stats}))
         print(f"[nerfdiff] bundle: {Path(cfg.output_dir) / 'bundle'}")
+    if getattr(trainer, "stop", None) is not None and trainer.stop.requested:
+        sys.exit(130)  # the shell's code for SIGINT: stopped early, on purpose
 
 
 if __name__ == "__main__":

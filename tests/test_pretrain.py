@@ -100,6 +100,68 @@ def test_resume_continues_the_exact_trajectory(tiny_data, tmp_path):
     assert not state_equal(second.ema.state_dict(), second.cdm.state_dict())
 
 
+def test_sigint_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tiny_data, tmp_path, capsys):
+    """A time limit's SIGINT (run.sh, Ctrl-C) ends the run at a step boundary with a checkpoint and a bundle, and
+    the resumed run continues the straight run's trajectory (nothing since the last scheduled checkpoint lost)."""
+    import signal
+
+    flags = ("--steps-per-checkpoint", "100")
+    straight = Trainer(make_cfg(tiny_data, tmp_path / "straight", "--steps", "6", *flags))
+    straight.run()
+    expected = read_jsonl(tmp_path / "straight" / "losses.jsonl")
+
+    out = tmp_path / "stopped"
+    first = Trainer(make_cfg(tiny_data, out, "--steps", "6", *flags))
+    step = first.train_step
+
+    def step_then_signal():  # the signal lands inside step 3, as a timeout's would
+        stats = step()
+        if first.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return stats
+
+    first.train_step = step_then_signal
+    previous = signal.getsignal(signal.SIGINT)
+    first.run()
+    assert first.step == 3 and first.stop.requested
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler is removed again
+    assert [p.name for p in (out / "checkpoints").glob("step-*.pt")] == ["step-000000003.pt"]
+    assert (out / "bundle" / "config.json").is_file()
+    assert "interrupted (SIGINT): stopped at step 3" in capsys.readouterr().out
+
+    second = Trainer(make_cfg(tiny_data, out, "--steps", "6", *flags))
+    assert second.step == 3
+    second.run()
+    got = read_jsonl(out / "losses.jsonl")
+    assert [r["step"] for r in got] == list(range(1, 7))
+    for g, e in zip(got, expected):
+        for key in LOSS_KEYS:
+            assert g[key] == pytest.approx(e[key], rel=1e-6, abs=1e-9), (g["step"], key)
+    assert state_equal(second.nerf.state_dict(), straight.nerf.state_dict())
+
+
+def test_pretrain_cli_exits_130_after_a_sigint_stop(tiny_data, tmp_path):
+    """``nerfdiff-pretrain`` under ``timeout --signal=INT``: the bundle is written and the exit code says it stopped."""
+    import signal
+
+    cmd = [sys.executable, "-m", "nerfdiff_ns.pretrain", "--preset", "test", "--data", str(tiny_data), "--output-dir",
+           str(tmp_path), "--no-log-tensorboard", "--steps", "100000", "--steps-per-checkpoint", "100000",
+           "--steps-per-eval", "0"]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "losses.jsonl"
+    import time
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-3000:]
+    steps = len(read_jsonl(log))
+    assert steps >= 2 and (tmp_path / "checkpoints" / f"step-{steps:09d}.pt").is_file(), output[-3000:]
+    assert (tmp_path / "bundle" / "config.json").is_file()
+
+
 # ---------------------------------------------------------------------------------------------
 # 2 processes (DDP, gloo) == 1 process with the same global batch
 

@@ -7,6 +7,7 @@ export are in ``training.persistence``; the model in ``training.joint_model``; t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -20,10 +21,11 @@ from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF
 from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batch, resize_hwc
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import all_reduce_mean, init_distributed
+from nerfdiff_ns.training.graceful_stop import GracefulStop
 from nerfdiff_ns.training.joint_model import JointModel, build_cdm, ema_decay
 from nerfdiff_ns.training.lr_schedule import check_lr_schedule, lr_factor
 from nerfdiff_ns.training.persistence import RunPersistence
-from nerfdiff_ns.training.progress import make_progress
+from nerfdiff_ns.training.progress import log_line, make_progress
 from nerfdiff_ns.training.augment import check_augmentations
 from nerfdiff_ns.training.render_cache import build_render_cache, make_cached_batch
 from nerfdiff_ns.training.run_log import LossLog
@@ -183,9 +185,17 @@ class Trainer(RunPersistence):
         last: dict[str, float] = {}
         progress = make_progress("pretrain", disable=not self.dist.is_main)
         start = time.time()
-        with progress:
+        # One process: SIGINT stops after the current step with a checkpoint (DDP ranks keep the default, since a
+        # rank that stopped alone would leave the others waiting in a collective).
+        self.stop = GracefulStop() if self.dist.world_size == 1 else None
+        with progress, (self.stop or contextlib.nullcontext()):
             task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
             while self.step < cfg.steps:
+                if self.stop is not None and self.stop.requested:
+                    self.save()
+                    log_line(progress, f"interrupted (SIGINT): stopped at step {self.step}, checkpoint and bundle saved; "
+                                       "run the same command again to resume")
+                    break
                 stats = self.train_step()
                 if stats is None:  # skipped; still checkpoint on schedule (and at the end)
                     if self.step % cfg.steps_per_checkpoint == 0 or self.step == cfg.steps:
@@ -199,6 +209,9 @@ class Trainer(RunPersistence):
                     self.writer.add_scalar("train/steps_per_sec", self.step / max(1e-6, time.time() - start), self.step)
                 if cfg.steps_per_eval and self.step % cfg.steps_per_eval == 0 and self.dist.is_main:
                     last.update(self.evaluate())
+                    if "val_psnr" in last:  # also where there is no tensorboard (a bare GPU worker)
+                        log_line(progress, f"step {self.step}: feed-forward val PSNR {last['val_psnr']:.2f} dB "
+                                           f"({cfg.num_eval_objects} objects)")
                     if self.writer:
                         for key, value in last.items():
                             if key.startswith("val"):

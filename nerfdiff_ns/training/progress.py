@@ -63,3 +63,12 @@ def make_progress(label: str, disable: bool = False, info: bool = True) -> Any:
     if info:
         columns.append(TextColumn("{task.fields[info]}"))
     return Progress(*columns, disable=disable)
+
+
+def log_line(progress: Any, message: str) -> None:
+    """One line above a rich bar (its console), or to stderr beside the plain fallback."""
+    console = getattr(progress, "console", None)
+    if console is not None:
+        console.print(f"[nerfdiff] {message}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        print(f"[nerfdiff] {message}", file=sys.stderr, flush=True)
