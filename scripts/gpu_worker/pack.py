@@ -135,6 +135,7 @@ def main() -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     shutil.copy2(HERE / "run.sh", out / "run.sh")
+    shutil.copy2(HERE / "prune_site.py", out / "prune_site.py")
     pack_code(out / "code.tar.gz")
     manifest = {
         "packed_with_python": platform.python_version(),

@@ -24,6 +24,9 @@ start=$(date +%s)
 for part in code site data; do
   tar -xzf "$PACK/$part.tar.gz" -C "$WORK"
 done
+# Packed packages that clash with the worker's own (a build for another Python, or versions its other packages
+# cannot import with) give way to the worker's: see prune_site.py (run before site/ is on the path).
+"$PYTHON" "$PACK/prune_site.py" "$WORK/site" || exit 1
 # The pack's packages come before any the worker has, so the versions tested with this code are used;
 # compiled parts built for another Python are skipped by the import system (pure-Python fallbacks).
 export PYTHONPATH="$WORK/code:$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
@@ -61,7 +64,7 @@ fi
 rm -rf "$OUT/bundle"
 cp -r "$WORK/run/bundle" "$OUT/bundle"
 if [ "$status" -eq 124 ] || [ "$status" -eq 130 ]; then
-  echo "[worker] stopped at TIME_LIMIT=${TIME_LIMIT}s; $OUT/bundle is the last checkpoint's"
+  echo "[worker] stopped at TIME_LIMIT=${TIME_LIMIT}s; $OUT/bundle was saved when it stopped (or at the last checkpoint)"
 elif [ "$status" -ne 0 ]; then
   echo "[worker] training failed (exit status $status); $OUT/bundle is the last checkpoint's" >&2
   exit "$status"
