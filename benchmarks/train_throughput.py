@@ -77,10 +77,10 @@ class TrainBenchConfig:
 
 def make_dataset(root: Path, resolution: int, num_objects: int, views: int) -> Path:
     """A train split of ``num_objects`` objects at ``resolution`` px (reused when it is already there)."""
-    from nerfdiff_ns.data.generate import GenerateConfig, generate
-
     out = root / f"{resolution}px-{num_objects}x{views}"
-    if not (out / "train").is_dir():
+    if not (out / "train").is_dir():  # generating needs pybullet and trimesh, which a bare GPU worker lacks
+        from nerfdiff_ns.data.generate import GenerateConfig, generate
+
         generate(GenerateConfig(output_dir=out, splits=("train",), num_objects=num_objects, views_per_object=views,
                                 resolution=resolution, progress=False))
     return out

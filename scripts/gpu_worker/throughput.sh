@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Pretraining throughput on a bare GPU worker: benchmarks/train_throughput.py per preset and batch, on the
+# worker's torch with a pack's packages (scripts/gpu_worker/pack.py). Run from the repository root:
+#
+#   OUT=/results SPECS="tiny 256;tiny 1024;tiny-64 256" bash scripts/gpu_worker/throughput.sh
+#
+#   PACK        the pack folder (default .gpu/pack)
+#   BENCH_DATA  datasets made here beforehand (the worker cannot generate them: no pybullet, no trimesh):
+#               <BENCH_DATA>/<res>px-8x4, e.g. by benchmarks/train_throughput.py's make_dataset (default .gpu/bench-data)
+#   SPECS       "preset batch" pairs separated by ';'      DEV  cuda (default) or cpu      PYTHON  python3
+# Each run's figures land in $OUT/tp-<preset>-<batch>.json.
+set -u
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DIFFUSERS_NO_ADVISORY_WARNINGS=1
+: "${OUT:?set OUT to the folder that should receive the figures}"
+R=$(pwd); PACK=${PACK:-.gpu/pack}; DATA=$(cd "${BENCH_DATA:-.gpu/bench-data}" && pwd)
+DEV=${DEV:-cuda}; PY=${PYTHON:-python3}
+W=$(mktemp -d); t0=$(date +%s)
+for p in code site; do tar -xzf "$PACK/$p.tar.gz" -C "$W"; done
+"$PY" "$PACK/prune_site.py" "$W/site" || exit 1
+echo "[throughput] unpacked in $(( $(date +%s) - t0 )) s"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+IFS=";" read -ra specs <<< "${SPECS:-tiny 256;tiny 1024;tiny-64 256}"
+cd benchmarks
+for spec in "${specs[@]}"; do
+  set -- $spec
+  PYTHONPATH="$R:$W/site" timeout 120 "$PY" train_throughput.py --device "$DEV" --presets "$1" --batch-size "$2" \
+    --data-dir "$DATA" --num-objects 8 --views-per-object 4 --warmup-steps 3 --steps "${STEPS:-10}" \
+    --output-json "$OUT/tp-$1-$2.json" 2>&1 | grep -v "^\s*$" | tail -n 5
+done
+echo "[throughput] done in $(( $(date +%s) - t0 )) s"
