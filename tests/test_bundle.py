@@ -263,12 +263,17 @@ def test_load_cdm_is_quiet_without_accelerate(saved, capfd):
         diffusers_logger.removeHandler(records)
 
 
-def test_the_shipped_format_1_bundle_still_loads():
-    """The bundle in the repository (format 1, written before the training/ split) loads whole."""
+def test_the_shipped_format_1_bundle_still_loads(tmp_path):
+    """A format-1 config written before the training/ split (the bundle-tiny shipped until 2026-12-04, kept as a
+    fixture) loads whole, with the weights of today's bundle-tiny (the same tiny architecture)."""
     shipped = Path(__file__).resolve().parents[1] / "nerfdiff_ns" / "assets" / "bundle-tiny"
-    data = json.loads((shipped / "config.json").read_text())
+    old = tmp_path / "bundle-tiny-2026-12-01"
+    shutil.copytree(shipped, old)
+    shutil.copy(Path(__file__).parent / "fixtures" / "bundle-format1-2026-12-01-config.json", old / "config.json")
+    data = json.loads((old / "config.json").read_text())
     assert (data["format"], data["format_version"]) == (bundle_mod.BUNDLE_FORMAT, 1)
-    b = load_bundle(shipped)
+    assert "backbone_config" not in data["nerf"]["encoder"]  # written before that field existed
+    b = load_bundle(old)
     nerf, cdm = b.load_nerf(), b.load_cdm()
     assert sum(p.numel() for p in nerf.parameters()) > 0 and not cdm.training
     assert b.load_train_scheduler().config.num_train_timesteps == b.load_scheduler_config()["num_train_timesteps"]
