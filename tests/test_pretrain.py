@@ -171,6 +171,7 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
     flags = ["--data", str(tiny_data), "--no-log-tensorboard", "--steps", str(steps), "--batch-size", "2",
              "--steps-per-checkpoint", "100"]
     one = Trainer(parse_config(["--preset", "test", "--output-dir", str(tmp_path / "one"), *flags]))
+    init = {"nerf": copy.deepcopy(one.nerf.state_dict()), "cdm": copy.deepcopy(one.cdm.state_dict())}
     one.run()
 
     two_dir = tmp_path / "two"
@@ -192,11 +193,13 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
     final = f"step-{steps:09d}.pt"
     sb = torch.load(two_dir / "checkpoints" / final, weights_only=True)
     assert sb["step"] == steps
-    # Weights: tight for every parameter with a real gradient. A few parameters have a gradient
-    # that is zero in exact arithmetic (a bias right before a one-channel-per-group GroupNorm, the
-    # attention key bias before softmax): their float-noise gradients (RMS < 1e-9, far below Adam's
-    # eps 1e-8) become updates ~lr*g/eps that differ between reduction orders. They do not change
-    # what the models compute, which the output comparison below checks.
+    # Weights: each tensor's update (final - initial) must agree to 1 % of its size. Not element by element:
+    # Adam's first steps move every element by about +-lr whatever its gradient's size, so an element whose
+    # gradient is float noise (a bias before a one-channel-per-group GroupNorm, the attention key bias
+    # before softmax; or a weight whose two samples' gradients nearly cancel) may step either way in the two
+    # layouts. Measured over seeds 0 and 2: the worst tensor agrees to 0.12 %, the median to 0.001 %; with the
+    # samples of one step of the six drawn differently, the median tensor's update differs by 9 % and 95 % of the
+    # tensors by more than 1 %. What the models compute is compared below at 1e-4.
     params = [(f"nerf.{n}", p) for n, p in one.nerf.named_parameters()]
     params += [(f"cdm.{n}", p) for n, p in one.cdm.named_parameters()]
     flat = [p for g in one.optimizer.param_groups for p in g["params"]]
@@ -207,7 +210,9 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
         if one.optimizer.state[param]["exp_avg_sq"].sqrt().max() < 1e-8:
             null_gradient.append(name)
             continue
-        torch.testing.assert_close(sb[section][key], param.detach(), rtol=1e-4, atol=1e-5, msg=name)
+        update_one = param.detach() - init[section][key]
+        update_two = sb[section][key] - init[section][key]
+        assert float((update_two - update_one).norm()) <= 1e-2 * float(update_one.norm()), name
     assert len(null_gradient) < len(params) // 4, null_gradient
 
     nerf_b = copy.deepcopy(one.nerf)

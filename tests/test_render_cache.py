@@ -34,7 +34,7 @@ def test_cached_renders_equal_live_renders(tiny_bundle, tmp_path):
     inputs = triple_inputs(trainer.dataset, cache.object_index[pick], cache.source_view[pick], cache.target_view[pick],
                            trainer.device)
     with torch.no_grad():
-        live, _ = trainer.model.render_views({**inputs, "generators": None}, jitter=False)
+        live, _ = trainer.model.render_views(inputs, jitter=False)
     torch.testing.assert_close(cache.renders[pick], live, rtol=1e-5, atol=1e-6)
     # ... and equal to the frozen NeRF's whole-image render, the way NGD renders its conditions
     nerf = trainer.nerf

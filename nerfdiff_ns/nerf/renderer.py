@@ -12,11 +12,13 @@ so the optical thicknesses ``density * (edge[i + 1] - edge[i])`` add up over exa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 
-Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+from nerfdiff_ns.nerf.jitter import JitterStreams
+
+Generators = Union[torch.Generator, JitterStreams, None]
 
 
 @dataclass
@@ -32,17 +34,14 @@ class Samples:
 
 
 def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: Generators) -> torch.Tensor:
-    """Uniform noise drawn on the generator's device (CPU generators stay reproducible on CUDA runs).
-
-    A sequence of generators gives one per leading (object) index: row b is drawn from generator b
-    exactly as a batch of one would draw it, so a batched render of B objects consumes each object's
-    stream like B separate renders do (pretraining's per-sample streams stay layout-independent).
+    """Uniform noise: from a ``torch.Generator`` on its own device (CPU generators stay reproducible on CUDA
+    runs), or from per-object ``JitterStreams`` on ``like``'s device (row b = object b's stream, exactly as a
+    batch of one would draw it, so pretraining's per-sample streams stay layout-independent).
     """
-    if generator is not None and not isinstance(generator, torch.Generator):
-        gens = list(generator)
-        if len(gens) != shape[0]:
-            raise ValueError(f"{len(gens)} generators for a batch of {shape[0]} objects")
-        return torch.cat([_rand((1, *shape[1:]), like, g) for g in gens])
+    if isinstance(generator, JitterStreams):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} jitter streams for a batch of {shape[0]} objects")
+        return generator.draw(shape, like.dtype).to(like.device)
     device = generator.device if generator is not None else like.device
     return torch.rand(shape, device=device, dtype=like.dtype, generator=generator).to(like.device)
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfdiff_ns.bundle import CameraDistribution
+from nerfdiff_ns.nerf.jitter import draw_jitter_key
 from nerfdiff_ns.training.augment import augment_sample
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import DistInfo, sample_generator
@@ -79,16 +80,14 @@ def draw_diffusion_inputs(sample: dict[str, torch.Tensor], cfg: PretrainConfig, 
         sample["timesteps"] = torch.where(start, low_t, sample["timesteps"])
 
 
-def stack_samples(samples: list[dict[str, torch.Tensor]], gens: list[torch.Generator], cfg: PretrainConfig,
-                  device: torch.device) -> dict[str, Any]:
-    """Per-sample dicts -> one batch dict on ``device`` (plus the samples' generators, for render jitter)."""
+def stack_samples(samples: list[dict[str, torch.Tensor]], cfg: PretrainConfig, device: torch.device) -> dict[str, Any]:
+    """Per-sample dicts -> one batch dict on ``device``."""
     batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples]).to(device) for k in samples[0]}
     if cfg.cdm.enabled:
         batch["timesteps"] = batch["timesteps"].view(-1)
         batch["drop"] = batch["drop"].view(-1)
         if "render_start" in batch:
             batch["render_start"] = batch["render_start"].view(-1)
-    batch["generators"] = gens
     return batch
 
 
@@ -99,8 +98,9 @@ def rank_samples(cfg: PretrainConfig, dist_info: DistInfo) -> range:
 
 
 def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo, device: torch.device) -> dict[str, Any]:
-    """This rank's share of the global batch, every random choice drawn per sample."""
-    samples, gens = [], []
+    """This rank's share of the global batch, every random choice drawn per sample (the render jitter too:
+    ``jitter_key`` seeds the sample's ``JitterStreams`` row, drawn last so the other choices keep their streams)."""
+    samples = []
     sampler = cfg.cdm.timestep_sampler() if cfg.cdm.enabled else None
     for j in rank_samples(cfg, dist_info):
         gen = sample_generator(cfg.seed, step, j)
@@ -112,6 +112,6 @@ def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo
         sample["source_pixel_rgb"] = sample["source_image"].reshape(-1, 3)[idx]
         if sampler is not None:
             draw_diffusion_inputs(sample, cfg, gen, sampler)
+        sample["jitter_key"] = draw_jitter_key(gen)
         samples.append(sample)
-        gens.append(gen)
-    return stack_samples(samples, gens, cfg, device)
+    return stack_samples(samples, cfg, device)

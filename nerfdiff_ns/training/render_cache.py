@@ -204,7 +204,7 @@ def make_cached_batch(dataset: Any, cache: RenderCache, cfg: PretrainConfig, ste
     """This rank's share of a CDM-only batch: each sample one cached triple (drawn from its own generator),
     its images and cameras, its cached render, and the CDM's timestep, noise and condition drop."""
     sampler = cfg.cdm.timestep_sampler()
-    samples, gens = [], []
+    samples = []
     for j in rank_samples(cfg, dist_info):
         gen = sample_generator(cfg.seed, step, j)
         i = int(torch.randint(len(cache), (1,), generator=gen))
@@ -215,8 +215,7 @@ def make_cached_batch(dataset: Any, cache: RenderCache, cfg: PretrainConfig, ste
         draw_diffusion_inputs(sample, cfg, gen, sampler)
         augment_sample(sample, cfg.augment, gen)  # drawn last: runs without it keep their streams
         samples.append(sample)
-        gens.append(gen)
-    return stack_samples(samples, gens, cfg, device)
+    return stack_samples(samples, cfg, device)
 
 
 __all__ = ["CACHE_FILE", "RenderCache", "build_render_cache", "cache_key", "cache_triples", "make_cached_batch",
