@@ -138,6 +138,10 @@ class PretrainConfig:
     """Seed of every random choice; runs with the same seed and global batch are identical."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto = CUDA when available."""
+    loader_workers: int = 0
+    """Worker processes that build the next batches while the device trains (a torch DataLoader; the run is the
+    same). 0 builds each batch in the training process, which suits the CPU (workers would take its cores); on
+    a GPU, 4-8 hide the batch assembly (about 0.4 s a step at batch 1024 on a 2-core CPU)."""
     steps_per_log: int = 10
     """Scalars to tensorboard every N steps."""
     steps_per_checkpoint: int = 200

@@ -11,7 +11,9 @@ import contextlib
 import copy
 import math
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,7 @@ from nerfdiff_ns.training.graceful_stop import GracefulStop
 from nerfdiff_ns.training.joint_model import JointModel, build_cdm, ema_decay
 from nerfdiff_ns.training.lr_schedule import check_lr_schedule, lr_factor
 from nerfdiff_ns.training.persistence import RunPersistence
+from nerfdiff_ns.training.prefetch import BatchPrefetcher
 from nerfdiff_ns.training.progress import log_line, make_progress
 from nerfdiff_ns.training.augment import check_augmentations
 from nerfdiff_ns.training.render_cache import build_render_cache, make_cached_batch
@@ -40,6 +43,9 @@ class Trainer(RunPersistence):
 
         check_lr_schedule(cfg.lr_schedule, cfg.lr_min_factor)  # before any data or model work (the render cache takes minutes)
         check_augmentations(cfg.augment)
+        if cfg.loader_workers < 0:
+            raise ValueError(f"--loader-workers {cfg.loader_workers}: give 0 (batches built in the training process) "
+                             "or a number of worker processes")
         if cfg.device == "auto":
             device_type = "cuda" if torch.cuda.is_available() else "cpu"
         else:
@@ -98,6 +104,7 @@ class Trainer(RunPersistence):
         if cfg.init_from is not None and not resumed:
             self.init_from_bundle(Path(cfg.init_from), None if cfg.init_cdm_from is None else Path(cfg.init_cdm_from))
         self.loss_log.start(self.step)
+        self.prefetcher: BatchPrefetcher | None = None  # --loader-workers (training.prefetch)
         self.render_cache = None  # the frozen NeRF's conditions, rendered once (training.render_cache)
         if cfg.freeze_nerf and cfg.render_cache:
             self.render_cache = build_render_cache(self.model, self.dataset, cfg, self.dist, self.device)
@@ -121,6 +128,21 @@ class Trainer(RunPersistence):
         self.loss_log.append({"step": self.step, "skipped": True, "reason": reason})
 
     # -- loop ---------------------------------------------------------------------------------
+    def batch_maker(self, device: torch.device) -> Callable[[int], dict[str, Any]]:
+        """``step -> this rank's batch of that step`` on ``device`` (render-cache samples in a CDM-only stage)."""
+        if self.render_cache is not None:
+            return partial(make_cached_batch, self.dataset, self.render_cache, self.cfg, dist_info=self.dist, device=device)
+        return partial(make_batch, self.dataset, self.cfg, dist_info=self.dist, device=device)
+
+    def next_batch(self) -> dict[str, Any]:
+        """This step's batch: built here, or by the ``--loader-workers`` processes ahead of time."""
+        if self.cfg.loader_workers <= 0:
+            return self.batch_maker(self.device)(self.step)
+        if self.prefetcher is None:
+            self.prefetcher = BatchPrefetcher(self.batch_maker(torch.device("cpu")), self.cfg.steps,
+                                              self.cfg.loader_workers, self.device)
+        return self.prefetcher.get(self.step)
+
     def lr_factor(self) -> float:
         cfg = self.cfg
         return lr_factor(self.step, cfg.lr_warmup_steps, cfg.steps, cfg.lr_schedule, cfg.lr_min_factor)
@@ -129,10 +151,7 @@ class Trainer(RunPersistence):
         cfg = self.cfg
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * self.lr_factor()
-        if self.render_cache is not None:
-            batch = make_cached_batch(self.dataset, self.render_cache, cfg, self.step, self.dist, self.device)
-        else:
-            batch = make_batch(self.dataset, cfg, self.step, self.dist, self.device)
+        batch = self.next_batch()
         use_amp = cfg.mixed_precision and self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = self.ddp_model(batch)
@@ -219,6 +238,8 @@ class Trainer(RunPersistence):
                 if self.step % cfg.steps_per_checkpoint == 0 or self.step == cfg.steps:
                     self.save()
                 progress.update(task, completed=self.step, info=f"loss {stats['total_loss']:.4f} psnr {stats['train_psnr']:.2f}")
+        if self.prefetcher is not None:
+            self.prefetcher.close()
         if self.writer:
             self.writer.flush()
         return last
