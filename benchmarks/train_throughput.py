@@ -71,6 +71,9 @@ class TrainBenchConfig:
     render_cache: bool = True
     """With --freeze-nerf: the stage's render cache (built before the timed steps; its build time is reported
     apart). --no-render-cache renders the conditions live every step."""
+    loader_workers: int = 0
+    """Pretraining's --loader-workers: processes that build the next batches while the device trains (0 = in the
+    training process, part of every timed step)."""
     output_json: Optional[Path] = None
     """Write all figures and the machine facts to this JSON file."""
 
@@ -94,7 +97,8 @@ def preset_config(preset: str):
 
 
 def train_worker(preset: str, data: str, output_dir: str, device: str, batch_size: int, warmup_steps: int, steps: int,
-                 threads: Optional[int] = None, freeze_nerf: bool = False, render_cache: bool = True) -> dict:
+                 threads: Optional[int] = None, freeze_nerf: bool = False, render_cache: bool = True,
+                 loader_workers: int = 0) -> dict:
     """Build the Trainer for one preset and time ``steps`` train steps; run in its own process."""
     import torch
 
@@ -105,7 +109,7 @@ def train_worker(preset: str, data: str, output_dir: str, device: str, batch_siz
     cfg = dataclasses.replace(
         preset_config(preset), data=Path(data), output_dir=Path(output_dir), device=device, batch_size=batch_size,
         steps=warmup_steps + steps, steps_per_eval=0, log_tensorboard=False, resume=False, log_jsonl=False,
-        freeze_nerf=freeze_nerf, render_cache=render_cache,
+        freeze_nerf=freeze_nerf, render_cache=render_cache, loader_workers=loader_workers,
     )
     setup_start = time.perf_counter()
     trainer = Trainer(cfg)
@@ -140,7 +144,7 @@ def train_worker(preset: str, data: str, output_dir: str, device: str, batch_siz
         "nerf_parameters": sum(p.numel() for p in trainer.nerf.parameters()),
         "cdm_parameters": sum(p.numel() for p in trainer.cdm.parameters()) if trainer.cdm is not None else 0,
         "last_loss": stats["total_loss"],
-        "freeze_nerf": freeze_nerf, "render_cache_triples": len(trainer.render_cache) if trainer.render_cache else 0,
+        "freeze_nerf": freeze_nerf, "loader_workers": loader_workers, "render_cache_triples": len(trainer.render_cache) if trainer.render_cache else 0,
         "trainer_setup_s": setup_s,
     }
     if device.startswith("cuda"):
@@ -166,7 +170,7 @@ def main(cfg: TrainBenchConfig) -> dict:
             results.append(common.run_worker("train_throughput", "train_worker", {
                 "preset": preset, "data": str(data), "output_dir": str(Path(tmp) / f"run-{preset}"), "device": device,
                 "batch_size": batch, "warmup_steps": cfg.warmup_steps, "steps": cfg.steps, "threads": cfg.threads,
-                "freeze_nerf": cfg.freeze_nerf, "render_cache": cfg.render_cache,
+                "freeze_nerf": cfg.freeze_nerf, "render_cache": cfg.render_cache, "loader_workers": cfg.loader_workers,
             }))
     print()
     headers = ["preset", "batch", "image px", "render px", "samples/ray", "median s/step", "images/s", "peak RSS MiB",
@@ -182,9 +186,11 @@ def main(cfg: TrainBenchConfig) -> dict:
         headers.append("cache triples / setup s")
         for row, r in zip(rows, results):
             row.append(f"{r['render_cache_triples']} / {r['trainer_setup_s']:.1f}")
+    workers = f", {cfg.loader_workers} loader workers" if cfg.loader_workers else ""
     stage = ("CDM only on a frozen NeRF, " + ("render cache" if cfg.render_cache else "live renders")) if cfg.freeze_nerf else "NeRF + CDM"
     common.print_table(
-        f"pretraining throughput on {device} ({cfg.steps} timed steps after {cfg.warmup_steps} warm-up; {stage}, full train_step)",
+        f"pretraining throughput on {device} ({cfg.steps} timed steps after {cfg.warmup_steps} warm-up; {stage}, "
+        f"full train_step{workers})",
         headers, rows,
     )
     payload = {"benchmark": "train_throughput", "machine": facts, "config": cfg.__dict__, "presets": results}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nerfdiff_ns.nerf.image_nerf import SourceView
-from nerfdiff_ns.nerf.jitter import JitterStreams
+from nerfdiff_ns.nerf.jitter import StepJitter, batch_jitter
 from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
 from nerfdiff_ns.pretrain import JointModel, Trainer, make_batch, parse_config, scale_intrinsics
 
@@ -20,7 +20,7 @@ def _trainer(data: Path, out: Path) -> Trainer:
 
 
 def _per_object(model: JointModel, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference: one render_rays call per object, each with its own jitter stream (the former loop)."""
+    """The reference: one render_rays call per object, each with its own rows of the step's jitter (the former loop)."""
     cfg, nerf = model.cfg, model.nerf
     src = batch["source_image"]
     height = src.shape[1]
@@ -29,9 +29,9 @@ def _per_object(model: JointModel, batch: dict) -> tuple[torch.Tensor, torch.Ten
     k_render = scale_intrinsics(batch["intrinsics"], height, res)
     pixels = image_pixels(res, res, src.device)
     renders, src_preds = [], []
-    streams = JitterStreams(batch["jitter_key"])
-    for b in range(len(streams)):
-        gen = streams.row(b)  # object b's stream, used for its target render, then its source pixels
+    jitter = batch_jitter(batch, src.device)
+    for b in range(len(jitter)):
+        gen = jitter.row(b)  # object b's rows of the step's draws: its target render, then its source pixels
         sub = SourceView(batch["source_c2w"][b : b + 1], batch["intrinsics"][b : b + 1], (height, src.shape[2]))
         o, d = camera_rays(batch["target_c2w"][b : b + 1], k_render[b : b + 1], pixels[None])
         renders.append(nerf.render_rays(triplanes[b : b + 1], sub, o, d, jitter=True, generator=gen)["rgb"])
@@ -44,7 +44,7 @@ def test_batched_render_views_equals_the_per_object_renders(tiny_data, tmp_path)
     trainer = _trainer(tiny_data, tmp_path)
     assert trainer.cfg.source_view_weight > 0
     with torch.no_grad():
-        # make_batch twice: identical samples and the same per-sample jitter keys
+        # make_batch twice: identical samples and the same step jitter
         batched = trainer.model.render_views(make_batch(trainer.dataset, trainer.cfg, 5, trainer.dist, trainer.device))
         looped = _per_object(trainer.model, make_batch(trainer.dataset, trainer.cfg, 5, trainer.dist, trainer.device))
     assert batched[0].shape == looped[0].shape == (3, trainer.cfg.render_resolution, trainer.cfg.render_resolution, 3)
@@ -53,7 +53,7 @@ def test_batched_render_views_equals_the_per_object_renders(tiny_data, tmp_path)
     assert not torch.allclose(batched[0][0], batched[0][1])  # three different objects/views, not one repeated
 
 
-def test_batched_render_rays_without_jitter_and_with_jitter_streams(tiny_data, tmp_path):
+def test_batched_render_rays_without_jitter_and_with_step_jitter(tiny_data, tmp_path):
     trainer = _trainer(tiny_data, tmp_path)
     nerf = trainer.nerf
     batch = make_batch(trainer.dataset, trainer.cfg, 0, trainer.dist, trainer.device)
@@ -70,8 +70,8 @@ def test_batched_render_rays_without_jitter_and_with_jitter_streams(tiny_data, t
             one = nerf.render_rays(tri[b : b + 1], sub, o[b : b + 1], d[b : b + 1])
             for key in ("rgb", "depth", "accumulation"):
                 torch.testing.assert_close(whole[key][b : b + 1], one[key], rtol=1e-5, atol=1e-6)
-        with pytest.raises(ValueError, match="2 jitter streams for a batch of 3"):
-            nerf.render_rays(tri, source, o, d, jitter=True, generator=JitterStreams(batch["jitter_key"][:2]))
+        with pytest.raises(ValueError, match="2 jitter rows for a batch of 3 objects"):
+            nerf.render_rays(tri, source, o, d, jitter=True, generator=StepJitter(0, 3, 0, 2, "cpu"))
 
 
 def test_ngd_renders_all_virtual_views_in_one_ray_set_equal_to_one_view_at_a_time(tiny_data, tmp_path):

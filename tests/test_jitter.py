@@ -1,84 +1,71 @@
-"""Counter-based jitter streams (nerf.jitter): exact integer hash, uniform output, per-object rows."""
+"""A pretraining step's render jitter (nerf.jitter): one draw per global batch, each rank its rows."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nerfdiff_ns.nerf.jitter import JitterStreams, _mul32, draw_jitter_key, hash32, uniform_from_keys
-from nerfdiff_ns.nerf.renderer import _rand, stratified_samples
+from nerfdiff_ns.nerf.jitter import StepJitter, batch_jitter, step_jitter_seed
+from nerfdiff_ns.nerf.renderer import stratified_samples
+from nerfdiff_ns.training.config import PretrainConfig
+from nerfdiff_ns.training.distributed import DistInfo, sample_generator
 
 
-def _lowbias32(x: int) -> int:
-    """The reference in plain Python integers (Wellons' lowbias32)."""
-    m = 0xFFFFFFFF
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & m
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & m
-    return x ^ (x >> 16)
-
-
-def test_the_overflow_free_product_and_hash_equal_python_integers():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.cat([torch.tensor([0, 1, 0xFFFF, 0x10000, 0xFFFFFFFF, 0x80000000]),
-                   torch.randint(0, 2**32, (500,), generator=gen, dtype=torch.int64)])
-    for c in (0x7FEB352D, 0x846CA68B, 0xFFFFFFFF):
-        assert _mul32(x, c).tolist() == [(v * c) & 0xFFFFFFFF for v in x.tolist()]
-    assert hash32(x).tolist() == [_lowbias32(v) for v in x.tolist()]
-    assert int(hash32(x).min()) >= 0 and int(hash32(x).max()) < 2**32
-
-
-def test_uniform_numbers_are_in_the_open_interval_and_uniform():
-    keys = torch.tensor([[12345, 678910]])
-    u = uniform_from_keys(keys, 0, (1, 200_000), torch.float32)
-    assert u.dtype == torch.float32 and float(u.min()) > 0.0 and float(u.max()) < 1.0
-    assert abs(float(u.mean()) - 0.5) < 0.005  # std of the mean: 0.29 / sqrt(2e5) = 0.0006
-    assert abs(float(u.var()) - 1 / 12) < 0.002
-    counts = torch.histc(u, bins=20, min=0.0, max=1.0)
-    expected = u.numel() / 20
-    chi2 = float(((counts - expected) ** 2 / expected).sum())
-    assert chi2 < 60  # 19 degrees of freedom: P(chi2 > 60) < 1e-5 for a uniform source
-    lag = torch.corrcoef(torch.stack([u[0, :-1], u[0, 1:]]))[0, 1]
-    assert abs(float(lag)) < 0.01  # consecutive numbers uncorrelated
-
-
-def test_rows_depend_only_on_their_key_and_draws_advance():
-    keys = torch.stack([draw_jitter_key(torch.Generator().manual_seed(s)) for s in range(3)])
-    streams = JitterStreams(keys)
-    first, second = streams.draw((3, 64, 8)), streams.draw((3, 16))
-    # object by object, each with its own stream from the start: the same rows
-    for b in range(3):
-        alone = JitterStreams(keys[b : b + 1])
+def test_every_layout_and_a_lone_object_get_the_same_rows():
+    seed = step_jitter_seed(0, 5)
+    whole = StepJitter(seed, 4, 0, 4, "cpu")
+    first, second = whole.draw((4, 64, 8)), whole.draw((4, 16))
+    assert float(first.min()) >= 0.0 and float(first.max()) < 1.0
+    for start, rows in ((0, 2), (2, 2), (1, 3)):  # the ranks of a 2-process run, and any other split
+        part = StepJitter(seed, 4, start, rows, "cpu")
+        torch.testing.assert_close(part.draw((rows, 64, 8)), first[start : start + rows], rtol=0, atol=0)
+        torch.testing.assert_close(part.draw((rows, 16)), second[start : start + rows], rtol=0, atol=0)
+    for b in range(4):  # one object rendered alone: its rows of the same two draws
+        alone = whole.row(b)
         torch.testing.assert_close(alone.draw((1, 64, 8)), first[b : b + 1], rtol=0, atol=0)
         torch.testing.assert_close(alone.draw((1, 16)), second[b : b + 1], rtol=0, atol=0)
-        torch.testing.assert_close(streams.row(b).draw((1, 4)), JitterStreams(keys[b : b + 1], 2).draw((1, 4)))
-    assert not torch.equal(first[0], first[1])  # different keys, different numbers
-    assert abs(float(torch.corrcoef(first.view(3, -1))[0, 1])) < 0.1
-    assert not torch.equal(uniform_from_keys(keys, 0, (3, 16), torch.float32), second)  # draw 0 != draw 1
-    torch.testing.assert_close(uniform_from_keys(keys, 1, (3, 16), torch.float32), second, rtol=0, atol=0)
-    assert uniform_from_keys(keys, 0, (3, 4), torch.float64).dtype == torch.float64
+    assert not torch.equal(first[0], first[1])
+    assert not torch.equal(StepJitter(step_jitter_seed(0, 6), 4, 0, 4, "cpu").draw((4, 64, 8)), first)  # next step
+    assert whole.draw((4, 3), torch.float64).dtype == torch.float64
 
 
-def test_the_renderer_takes_streams_and_refuses_a_count_mismatch():
-    keys = torch.tensor([[1, 2], [3, 4]])
+def test_the_step_seed_is_apart_from_every_sample_stream():
+    seeds = {step_jitter_seed(s, t) for s in range(3) for t in range(50)}
+    assert len(seeds) == 150
+    samples = {sample_generator(s, t, j).initial_seed() for s in range(3) for t in range(50) for j in range(8)}
+    assert not seeds & samples
+
+
+def test_make_batch_records_the_ranks_rows(tiny_data):
+    from nerfdiff_ns.data.multiview import MultiViewDataset
+    from nerfdiff_ns.training.batches import make_batch
+
+    cfg = PretrainConfig(data=tiny_data, batch_size=4)
+    dataset = MultiViewDataset.from_split(tiny_data, "train")
+    one = make_batch(dataset, cfg, 3, DistInfo(0, 1, 0), torch.device("cpu"))
+    rank1 = make_batch(dataset, cfg, 3, DistInfo(1, 2, 1), torch.device("cpu"))
+    assert one["jitter"] == (step_jitter_seed(cfg.seed, 3), 4, 0)
+    assert rank1["jitter"] == (step_jitter_seed(cfg.seed, 3), 4, 2)
+    torch.testing.assert_close(batch_jitter(rank1, torch.device("cpu")).draw((2, 10)),
+                               batch_jitter(one, torch.device("cpu")).draw((4, 10))[2:], rtol=0, atol=0)
+
+
+def test_the_renderer_takes_step_jitter_and_refuses_a_row_mismatch():
     near, far = torch.full((2, 5, 1), 1.0), torch.full((2, 5, 1), 3.0)
-    samples = stratified_samples(near, far, 8, True, JitterStreams(keys))
+    samples = stratified_samples(near, far, 8, True, StepJitter(7, 2, 0, 2, "cpu"))
     assert samples.t.shape == (2, 5, 8)
-    assert bool((samples.t > samples.edges[..., :-1]).all()) and bool((samples.t < samples.edges[..., 1:]).all())
-    again = stratified_samples(near, far, 8, True, JitterStreams(keys))
+    assert bool((samples.t >= samples.edges[..., :-1]).all()) and bool((samples.t < samples.edges[..., 1:]).all())
+    again = stratified_samples(near, far, 8, True, StepJitter(7, 2, 0, 2, "cpu"))
     torch.testing.assert_close(samples.t, again.t, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="1 jitter streams for a batch of 2 objects"):
-        _rand((2, 5), near, JitterStreams(keys[:1]))
-    with pytest.raises(ValueError, match="one \\(2,\\) key per object"):
-        uniform_from_keys(torch.tensor([1, 2]), 0, (1, 4), torch.float32)
-    with pytest.raises(ValueError, match="at most 2\\*\\*32 - 1 per draw"):
-        uniform_from_keys(keys[:1], 0, (1, 2**16, 2**16), torch.float32)
+    with pytest.raises(ValueError, match="1 jitter rows for a batch of 2 objects"):
+        stratified_samples(near, far, 8, True, StepJitter(7, 2, 0, 1, "cpu"))
+    with pytest.raises(ValueError, match="outside a global batch of 2"):
+        StepJitter(7, 2, 1, 2, "cpu")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: compares the device's jitter with the CPU's")
-def test_cuda_draws_the_same_numbers_as_the_cpu():
-    keys = torch.tensor([[7, 11], [2**32 - 1, 0]])
-    cpu = uniform_from_keys(keys, 3, (2, 1000), torch.float32)
-    cuda = uniform_from_keys(keys.cuda(), 3, (2, 1000), torch.float32)
-    torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=0)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: draws the step's jitter on the GPU")
+def test_cuda_jitter_is_drawn_on_the_device_and_layout_independent():
+    whole = StepJitter(3, 4, 0, 4, "cuda").draw((4, 1000))
+    part = StepJitter(3, 4, 2, 2, "cuda").draw((2, 1000))
+    assert whole.is_cuda
+    torch.testing.assert_close(part, whole[2:], rtol=0, atol=0)

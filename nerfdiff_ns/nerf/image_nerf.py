@@ -143,7 +143,7 @@ class ImageConditionedNeRF(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Render world rays ``[B, R, 3]`` (unit directions) -> ``rgb [B,R,3]``, ``depth``, ``accumulation [B,R,1]``.
 
-        ``generator``: one ``torch.Generator`` for the whole batch, or ``JitterStreams`` (one per object; see ``renderer._rand``).
+        ``generator``: one ``torch.Generator`` for the whole batch, or a pretraining step's ``StepJitter`` (see ``renderer._rand``).
         ``features``: also return ``features [B,R,F]``, the triplane features composited with the same
         weights as the colour (zero behind the object): GeNVS's rendered feature image."""
         cfg = self.config

@@ -1,90 +1,62 @@
-"""Counter-based jitter streams: per-object uniform noise computed on the device, from integer hashes.
+"""A pretraining step's render jitter: one draw for the whole global batch, on the device.
 
-Why: pretraining gives every sample of a batch its own random stream, so a batch renders the same
-whatever the process layout (1 vs 2 DDP ranks) and resumes exactly. Drawing that jitter from one
-CPU ``torch.Generator`` per object meant a Python loop and tens of millions of CPU random numbers per
-step (0.8 s of a tiny-preset step at batch 1024 on a 2-core CPU), copied to the GPU: the step was
-bound by the host. Here each object carries a 64-bit key; uniform number ``i`` of draw ``d`` of that
-object is a hash of (key, d, i), computed for the whole batch in a few elementwise integer ops on
-the batch's device. Integer arithmetic is exact, so the values are the same on the CPU and on CUDA.
+Why: pretraining renders the same whatever the process layout (1 vs 2 DDP ranks) and resumes
+exactly. The jitter used to come from one CPU ``torch.Generator`` per object, drawn in a Python loop
+and copied to the GPU: at batch 1024 (tiny preset) that was 52 M CPU numbers, 0.28-0.68 s per step on
+this project's CPU (three runs of benchmarks/batch_host_cost.py), against a whole H200 step of 0.96 s. Here a step has one
+generator on the batch's device, seeded from (seed, step); each draw is the whole *global* batch's
+``[B_global, ...]`` block in one ``torch.rand`` call, and a rank keeps its own rows. Every layout
+therefore sees the same numbers for the same sample; a rank of a W-process run draws W times the
+numbers it keeps, which a GPU does in microseconds.
 
-The hash is Chris Wellons' ``lowbias32`` (xorshift-multiply, a bijection on 32-bit words, made for
-hashing consecutive integers); the 32-bit products are formed from 16-bit halves so no int64
-product overflows. On a CPU it is slower than ``torch.rand`` (benchmarks/batch_host_cost.py).
+(A counter-based hash per object was tried first: the same values on CPU and CUDA, but int64
+elementwise work: 11 s per batch-1024 step on the CPU, 9x ``torch.rand``'s time per number.)
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-_MASK32 = 0xFFFFFFFF
-_GOLDEN = 0x9E3779B9  # 2**32 / golden ratio: spreads consecutive draw numbers over the key space
+
+def step_jitter_seed(seed: int, step: int) -> int:
+    """The seed of a step's jitter generator; its own stream, apart from every sample's (seed, step, index)."""
+    state = np.random.SeedSequence([seed, step, 0, 1]).generate_state(2, dtype=np.uint64)
+    return int(state[0] % (2**63))
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """``(x * c) mod 2**32`` for int64 ``x`` in ``[0, 2**32)`` and ``c < 2**32``, without overflow."""
-    lo, hi = x & 0xFFFF, x >> 16
-    return (lo * c + (((hi * c) & 0xFFFF) << 16)) & _MASK32
+class StepJitter:
+    """Uniform jitter of rows ``first_row .. first_row + rows - 1`` of a global batch of ``global_rows``.
 
-
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 on int64 tensors holding 32-bit words."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def uniform_from_keys(keys: torch.Tensor, draw: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """Uniform numbers in (0, 1) of shape ``[B, *shape[1:]]`` for keys ``[B, 2]`` (int64, 32-bit words).
-
-    Row b depends only on ``keys[b]``, ``draw`` and the position inside the row, so rendering objects
-    one by one with their own keys gives exactly the rows of a batched render.
-    """
-    if keys.dim() != 2 or keys.shape[-1] != 2 or keys.shape[0] != shape[0]:
-        raise ValueError(f"jitter keys of shape {tuple(keys.shape)} for a batch of shape {tuple(shape)}: "
-                         "one (2,) key per object is needed")
-    per_row = 1
-    for size in shape[1:]:
-        per_row *= size
-    if per_row >= 2**32:
-        raise ValueError(f"{per_row} jitter numbers per object: at most 2**32 - 1 per draw")
-    index = torch.arange(per_row, device=keys.device, dtype=torch.int64)
-    k0, k1 = keys[:, :1] & _MASK32, keys[:, 1:] & _MASK32
-    stream = (k1 + (draw * _GOLDEN)) & _MASK32
-    bits = hash32(((index[None] ^ k0) + stream) & _MASK32)
-    # the top 24 bits, centred in their bin: exactly representable in float32, never 0 or 1
-    u = ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / 2**24)
-    return u.view(shape).to(dtype)
-
-
-class JitterStreams:
-    """One counter-based stream per object: ``draw(shape)`` returns the next uniform block, ``[B, ...]``.
-
-    Like a ``torch.Generator``, each call advances the stream; ``row(b)`` is object b's stream at
-    the same position (what a one-object render would use).
+    ``draw(shape)`` (``shape[0]`` = this process's rows) draws the next ``[global_rows, *shape[1:]]`` block
+    from the step's generator and returns this process's rows of it. ``row(b)`` is object b's jitter
+    alone, from the start of the step (what a one-object render of that sample uses).
     """
 
-    def __init__(self, keys: torch.Tensor, draws: int = 0) -> None:
-        self.keys = keys
-        self.draws = draws
+    def __init__(self, seed: int, global_rows: int, first_row: int, rows: int, device: torch.device | str) -> None:
+        if not 0 <= first_row <= first_row + rows <= global_rows:
+            raise ValueError(f"rows {first_row}..{first_row + rows - 1} outside a global batch of {global_rows}")
+        self.seed, self.global_rows, self.first_row, self.rows = seed, global_rows, first_row, rows
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self) -> int:
-        return int(self.keys.shape[0])
+        return self.rows
 
     def draw(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        out = uniform_from_keys(self.keys, self.draws, shape, dtype)
-        self.draws += 1
-        return out
+        if shape[0] != self.rows:
+            raise ValueError(f"{self.rows} jitter rows for a batch of {shape[0]} objects")
+        block = torch.rand((self.global_rows, *shape[1:]), generator=self.generator, device=self.device, dtype=dtype)
+        return block[self.first_row : self.first_row + self.rows]
 
-    def row(self, index: int) -> "JitterStreams":
-        return JitterStreams(self.keys[index : index + 1], self.draws)
-
-
-def draw_jitter_key(generator: torch.Generator) -> torch.Tensor:
-    """A sample's stream key ``(2,)`` (two 32-bit words), drawn from its own generator."""
-    return torch.randint(0, 2**32, (2,), generator=generator, dtype=torch.int64)
+    def row(self, index: int) -> "StepJitter":
+        return StepJitter(self.seed, self.global_rows, self.first_row + index, 1, self.device)
 
 
-__all__ = ["JitterStreams", "draw_jitter_key", "hash32", "uniform_from_keys"]
+def batch_jitter(batch: dict, device: torch.device) -> StepJitter:
+    """The step's jitter for a batch from ``make_batch`` (its ``jitter`` entry: seed, global rows, first row)."""
+    seed, global_rows, first_row = batch["jitter"]
+    return StepJitter(seed, global_rows, first_row, int(batch["source_image"].shape[0]), device)
+
+
+__all__ = ["StepJitter", "batch_jitter", "step_jitter_seed"]

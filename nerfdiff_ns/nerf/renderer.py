@@ -16,9 +16,9 @@ from typing import Union
 
 import torch
 
-from nerfdiff_ns.nerf.jitter import JitterStreams
+from nerfdiff_ns.nerf.jitter import StepJitter
 
-Generators = Union[torch.Generator, JitterStreams, None]
+Generators = Union[torch.Generator, StepJitter, None]
 
 
 @dataclass
@@ -35,12 +35,10 @@ class Samples:
 
 def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: Generators) -> torch.Tensor:
     """Uniform noise: from a ``torch.Generator`` on its own device (CPU generators stay reproducible on CUDA
-    runs), or from per-object ``JitterStreams`` on ``like``'s device (row b = object b's stream, exactly as a
-    batch of one would draw it, so pretraining's per-sample streams stay layout-independent).
+    runs), or a pretraining step's ``StepJitter`` (this process's rows of one draw for the global batch, so the
+    jitter of a sample is the same whatever the process layout and whether it is rendered alone).
     """
-    if isinstance(generator, JitterStreams):
-        if len(generator) != shape[0]:
-            raise ValueError(f"{len(generator)} jitter streams for a batch of {shape[0]} objects")
+    if isinstance(generator, StepJitter):
         return generator.draw(shape, like.dtype).to(like.device)
     device = generator.device if generator is not None else like.device
     return torch.rand(shape, device=device, dtype=like.dtype, generator=generator).to(like.device)

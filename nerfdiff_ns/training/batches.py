@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfdiff_ns.bundle import CameraDistribution
-from nerfdiff_ns.nerf.jitter import draw_jitter_key
+from nerfdiff_ns.nerf.jitter import step_jitter_seed
 from nerfdiff_ns.training.augment import augment_sample
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import DistInfo, sample_generator
@@ -98,8 +98,8 @@ def rank_samples(cfg: PretrainConfig, dist_info: DistInfo) -> range:
 
 
 def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo, device: torch.device) -> dict[str, Any]:
-    """This rank's share of the global batch, every random choice drawn per sample (the render jitter too:
-    ``jitter_key`` seeds the sample's ``JitterStreams`` row, drawn last so the other choices keep their streams)."""
+    """This rank's share of the global batch, every random choice drawn per sample; the render jitter is the
+    step's (``jitter``: its seed, the global batch and this rank's first row; see ``nerf.jitter``)."""
     samples = []
     sampler = cfg.cdm.timestep_sampler() if cfg.cdm.enabled else None
     for j in rank_samples(cfg, dist_info):
@@ -112,6 +112,7 @@ def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo
         sample["source_pixel_rgb"] = sample["source_image"].reshape(-1, 3)[idx]
         if sampler is not None:
             draw_diffusion_inputs(sample, cfg, gen, sampler)
-        sample["jitter_key"] = draw_jitter_key(gen)
         samples.append(sample)
-    return stack_samples(samples, cfg, device)
+    batch = stack_samples(samples, cfg, device)
+    batch["jitter"] = (step_jitter_seed(cfg.seed, step), cfg.batch_size, rank_samples(cfg, dist_info).start)
+    return batch

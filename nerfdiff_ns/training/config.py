@@ -141,7 +141,7 @@ class PretrainConfig:
     loader_workers: int = 0
     """Worker processes that build the next batches while the device trains (a torch DataLoader; the run is the
     same). 0 builds each batch in the training process, which suits the CPU (workers would take its cores); on
-    a GPU, 4-8 hide the batch assembly (about 0.4 s a step at batch 1024 on a 2-core CPU)."""
+    a GPU, 4-8 hide the batch assembly (0.25-0.5 s a step at batch 1024 on this project's CPU)."""
     steps_per_log: int = 10
     """Scalars to tensorboard every N steps."""
     steps_per_checkpoint: int = 200

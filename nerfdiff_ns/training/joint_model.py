@@ -14,7 +14,7 @@ from torch import nn
 
 from nerfdiff_ns.cdm.conditions import condition_image
 from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF, SourceView
-from nerfdiff_ns.nerf.jitter import JitterStreams
+from nerfdiff_ns.nerf.jitter import StepJitter, batch_jitter
 from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
 from nerfdiff_ns.training.batches import resize_hwc, scale_intrinsics
 from nerfdiff_ns.training.config import PretrainConfig
@@ -30,13 +30,13 @@ class JointModel(nn.Module):
 
     def render_targets(self, source_image: torch.Tensor, source_c2w: torch.Tensor, target_c2w: torch.Tensor,
                        intrinsics: torch.Tensor, jitter: bool = True,
-                       streams: JitterStreams | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       jitter_rows: StepJitter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the source views and render each object's whole target view at ``render_resolution``, all
         objects in one batched call ([B, R, S], one triplane per object) -> (renders [B, res, res, 3 + E], triplanes):
         RGB, then the CDM's extra conditions (``cfg.cdm.conditions``, see ``cdm.conditions``).
 
-        With ``streams`` the jitter of object b comes from its stream, drawn exactly as a one-object render
-        would draw it, so the result equals rendering the objects one by one.
+        With ``jitter_rows`` (the step's ``StepJitter``) the jitter of object b is its row of the step's draws,
+        which a one-object render of it draws too, so the result equals rendering the objects one by one.
         """
         count, height, width = source_image.shape[:3]
         source = SourceView(source_c2w, intrinsics, (height, width))
@@ -45,22 +45,22 @@ class JointModel(nn.Module):
         pixels = image_pixels(res, res, source_image.device)[None].expand(count, -1, -1)
         o, d = camera_rays(target_c2w, scale_intrinsics(intrinsics, height, res), pixels)
         kinds = self.cfg.cdm.conditions if self.cfg.cdm.enabled else ()
-        out = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=streams,
+        out = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=jitter_rows,
                                     features="features" in kinds)
         render = condition_image(out, kinds, target_c2w[:, :3, 3].norm(dim=-1), self.nerf.config.object_radius)
         return render.view(count, res, res, -1), triplanes
 
     def render_views(self, batch: dict[str, Any], jitter: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Target-view renders of a batch and (optionally) a few source pixels, per-sample jitter streams."""
+        """Target-view renders of a batch and (optionally) a few source pixels, with the step's jitter."""
         cfg = self.cfg
-        streams = JitterStreams(batch["jitter_key"]) if jitter else None
+        rows = batch_jitter(batch, batch["source_image"].device) if jitter else None
         render, triplanes = self.render_targets(batch["source_image"], batch["source_c2w"], batch["target_c2w"],
-                                                batch["intrinsics"], jitter, streams)
+                                                batch["intrinsics"], jitter, rows)
         src_pred = None
         if cfg.source_view_weight > 0 and not cfg.freeze_nerf:
             source = SourceView(batch["source_c2w"], batch["intrinsics"], tuple(batch["source_image"].shape[1:3]))
             o, d = camera_rays(batch["source_c2w"], batch["intrinsics"], batch["source_pixels"])
-            src_pred = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=streams)["rgb"]
+            src_pred = self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=rows)["rgb"]
         return render, src_pred
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

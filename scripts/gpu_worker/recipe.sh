@@ -8,23 +8,24 @@
 #   OUT=/results S1=130 S2=240 bash scripts/gpu_worker/recipe.sh
 #
 # $OUT receives gpu-s1.tar.gz, gpu-A.tar.gz, gpu-B.tar.gz (bundle/, losses.jsonl, pretrain_config.json, run.log and
-# pace.log: seconds since the start and steps done, every 10 s). PACK (default .gpu/pack), DEV, PYTHON as in run.sh.
+# pace.log: seconds since the start and steps done, every 10 s). PACK (default .gpu/pack), DEV, PYTHON as in run.sh;
+# WORKERS: --loader-workers of each run (default 6; 0 builds batches in the training process, as on 2026-12-04).
 set -u
 export PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder that should receive the results}"
 PACK=${PACK:-.gpu/pack}; DEV=${DEV:-cuda}; PY=${PYTHON:-python3}
-S1=${S1:-130}; S2=${S2:-240}; B1=${B1:-64}; B2=${B2:-128}; PAIRS=${PAIRS:-32}
+S1=${S1:-130}; S2=${S2:-240}; B1=${B1:-64}; B2=${B2:-128}; PAIRS=${PAIRS:-32}; WORKERS=${WORKERS:-6}
 RES=$(mktemp -d); SCRATCH=$(mktemp -d); t0=$(date +%s)
 pace() { while sleep 10; do n=0; [ -f "$1" ] && n=$(wc -l < "$1"); echo "$(( $(date +%s) - t0 )) $n"; done; }
 echo "[recipe] stage 1: NeRF only, batch $B1, ${S1} s"
 mkdir -p "$RES/s1"; pace "$SCRATCH/s1/run/losses.jsonl" > "$RES/s1/pace.log" & P=$!
 TIME_LIMIT=$S1 OUT=$RES/s1 WORK=$SCRATCH/s1 PYTHON=$PY bash "$PACK/run.sh" --preset tiny --device "$DEV" \
-  --cdm.no-enabled --steps 1000000 --batch-size "$B1" --steps-per-checkpoint 1000 --steps-per-eval 1000 \
+  --cdm.no-enabled --steps 1000000 --batch-size "$B1" --loader-workers "$WORKERS" --steps-per-checkpoint 1000 --steps-per-eval 1000 \
   --num-eval-objects 8 > "$RES/s1/run.log" 2>&1
 kill $P; grep -E "worker\]|val PSNR|interrupted|Error" "$RES/s1/run.log" | tail -n 8
 [ -f "$RES/s1/bundle/config.json" ] || { echo "[recipe] no stage-1 bundle"; tail -n 30 "$RES/s1/run.log"; exit 1; }
 COMMON="--preset tiny --device $DEV --init-from $RES/s1/bundle --freeze-nerf --render-cache-pairs $PAIRS
-  --steps 1000000 --batch-size $B2 --cdm.learning-rate 0.0003 --cdm.timestep-sampling band
+  --steps 1000000 --batch-size $B2 --loader-workers $WORKERS --cdm.learning-rate 0.0003 --cdm.timestep-sampling band
   --cdm.render-start-prob 0.5 --cdm.render-start-min-t 100 --seed 3 --steps-per-checkpoint 1000 --steps-per-eval 0"
 echo "[recipe] stage 2: CDM only, batch $B2, ${S2} s, A and B side by side ($(( $(date +%s) - t0 )) s)"
 for v in A B; do
