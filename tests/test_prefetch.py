@@ -64,3 +64,24 @@ def test_workers_serve_the_render_cache_stage_too(tiny_bundle, tmp_path):
     assert here.render_cache is not None and ahead.render_cache is not None
     for _ in range(3):
         assert here.train_step() == ahead.train_step()
+
+
+def _pid_batch(step: int) -> dict:
+    import os
+    import time
+
+    time.sleep(0.2 if step else 0.0)  # a worker busy building the next batch when the signal lands
+    return {"pid": torch.tensor(os.getpid()), "step": torch.tensor(step)}
+
+
+def test_workers_leave_a_sigint_to_the_training_process():
+    """timeout --signal=INT and Ctrl-C signal the whole process group. A worker that stopped on it would make the
+    training process's next batch fail ("worker exited unexpectedly") before its SIGINT stop saved a checkpoint."""
+    import os
+    import signal
+
+    prefetcher = BatchPrefetcher(_pid_batch, 6, 1, torch.device("cpu"))
+    first = prefetcher.get(0)
+    os.kill(int(first["pid"]), signal.SIGINT)
+    assert [int(prefetcher.get(step)["step"]) for step in range(1, 4)] == [1, 2, 3]
+    prefetcher.close()

@@ -140,21 +140,25 @@ def test_sigint_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tiny
     assert state_equal(second.nerf.state_dict(), straight.nerf.state_dict())
 
 
-def test_pretrain_cli_exits_130_after_a_sigint_stop(tiny_data, tmp_path):
-    """``nerfdiff-pretrain`` under ``timeout --signal=INT``: the bundle is written and the exit code says it stopped."""
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_pretrain_cli_exits_130_after_a_sigint_stop(tiny_data, tmp_path, workers):
+    """``nerfdiff-pretrain`` under ``timeout --signal=INT``: the bundle is written and the exit code says it stopped.
+    The signal goes to the whole process group, as timeout and Ctrl-C send it: --loader-workers processes get it too
+    and must leave the stop to the training process."""
     import signal
 
     cmd = [sys.executable, "-m", "nerfdiff_ns.pretrain", "--preset", "test", "--data", str(tiny_data), "--output-dir",
            str(tmp_path), "--no-log-tensorboard", "--steps", "100000", "--steps-per-checkpoint", "100000",
-           "--steps-per-eval", "0"]
-    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           "--steps-per-eval", "0", "--loader-workers", workers]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     log = tmp_path / "losses.jsonl"
     import time
 
     deadline = time.time() + 240
     while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 2):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output[-3000:]
     steps = len(read_jsonl(log))

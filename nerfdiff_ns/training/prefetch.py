@@ -8,6 +8,7 @@ rank), so the workers build exactly the batches the training process would: the 
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Callable, Iterator
 
 import torch
@@ -25,6 +26,13 @@ class StepBatches(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.make(self.start + index)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Workers leave SIGINT to the training process. A time limit (``timeout --signal=INT``) or Ctrl-C signals
+    the whole process group; a worker that stopped on it would make the training process's next batch fail
+    ("worker exited unexpectedly") before its SIGINT stop could save the checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class BatchPrefetcher:
@@ -48,7 +56,7 @@ class BatchPrefetcher:
         self.close()
         loader = DataLoader(StepBatches(self.make, step, self.stop), batch_size=None, shuffle=False,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=self.prefetch_factor)
+                            prefetch_factor=self.prefetch_factor, worker_init_fn=_ignore_sigint)
         self._batches, self._next_step = iter(loader), step
 
     def get(self, step: int) -> dict[str, Any]:
