@@ -144,7 +144,8 @@ def train_worker(preset: str, data: str, output_dir: str, device: str, batch_siz
         "nerf_parameters": sum(p.numel() for p in trainer.nerf.parameters()),
         "cdm_parameters": sum(p.numel() for p in trainer.cdm.parameters()) if trainer.cdm is not None else 0,
         "last_loss": stats["total_loss"],
-        "freeze_nerf": freeze_nerf, "loader_workers": loader_workers, "render_cache_triples": len(trainer.render_cache) if trainer.render_cache else 0,
+        "freeze_nerf": freeze_nerf, "loader_workers": loader_workers,
+        "render_cache_triples": len(trainer.render_cache) if trainer.render_cache else 0,
         "trainer_setup_s": setup_s,
     }
     if device.startswith("cuda"):

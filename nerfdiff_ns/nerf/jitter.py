@@ -2,12 +2,12 @@
 
 Why: pretraining renders the same whatever the process layout (1 vs 2 DDP ranks) and resumes
 exactly. The jitter used to come from one CPU ``torch.Generator`` per object, drawn in a Python loop
-and copied to the GPU: at batch 1024 (tiny preset) that was 52 M CPU numbers, 0.28-0.68 s per step on
-this project's CPU (three runs of benchmarks/batch_host_cost.py), against a whole H200 step of 0.96 s. Here a step has one
-generator on the batch's device, seeded from (seed, step); each draw is the whole *global* batch's
-``[B_global, ...]`` block in one ``torch.rand`` call, and a rank keeps its own rows. Every layout
-therefore sees the same numbers for the same sample; a rank of a W-process run draws W times the
-numbers it keeps, which a GPU does in microseconds.
+and copied to the GPU: at batch 1024 (tiny preset) that was 52 M CPU numbers, 0.28-0.68 s per step
+on this project's CPU (three runs of benchmarks/batch_host_cost.py), against a whole H200 step of
+0.96 s. Here a step has one generator on the batch's device, seeded from (seed, step); each draw is
+the whole *global* batch's ``[B_global, ...]`` block in one ``torch.rand`` call, and a rank keeps its
+own rows. Every layout therefore sees the same numbers for the same sample; a rank of a W-process
+run draws W times the numbers it keeps, which a GPU does in microseconds.
 
 (A counter-based hash per object was tried first: the same values on CPU and CUDA, but int64
 elementwise work: 11 s per batch-1024 step on the CPU, 9x ``torch.rand``'s time per number.)

@@ -102,7 +102,8 @@ def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo
     step's (``jitter``: its seed, the global batch and this rank's first row; see ``nerf.jitter``)."""
     samples = []
     sampler = cfg.cdm.timestep_sampler() if cfg.cdm.enabled else None
-    for j in rank_samples(cfg, dist_info):
+    indices = rank_samples(cfg, dist_info)
+    for j in indices:
         gen = sample_generator(cfg.seed, step, j)
         sample = draw_sample(dataset, gen)
         augment_sample(sample, cfg.augment, gen)  # before the source pixels are drawn from its image
@@ -114,5 +115,5 @@ def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo
             draw_diffusion_inputs(sample, cfg, gen, sampler)
         samples.append(sample)
     batch = stack_samples(samples, cfg, device)
-    batch["jitter"] = (step_jitter_seed(cfg.seed, step), cfg.batch_size, rank_samples(cfg, dist_info).start)
+    batch["jitter"] = (step_jitter_seed(cfg.seed, step), cfg.batch_size, indices.start)
     return batch

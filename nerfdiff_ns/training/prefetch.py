@@ -2,8 +2,9 @@
 
 Why: a batch is assembled on the CPU, one sample at a time (its generator, object, views, pixels,
 CDM inputs): 0.25-0.5 s at batch 1024 on this project's CPU (benchmarks/batch_host_cost.py). In the
-training process that time adds to every GPU step; in workers it overlaps with the previous steps. A batch depends only on (seed, step,
-rank), so the workers build exactly the batches the training process would: the run is the same.
+training process that time adds to every GPU step; in workers it overlaps with the previous steps.
+A batch depends only on (seed, step, rank), so the workers build exactly the batches the training
+process would: the run is the same.
 """
 
 from __future__ import annotations
