@@ -10,6 +10,10 @@ validation objects (input view from ``protocol.json``, every other view a target
 and prints PSNR(x0^, GT) beside PSNR(R, GT). ``sdedit`` above ``render`` at some t means the CDM
 can pull the NeRF toward the truth there; the gain is what NGD distils.
 
+``--average K`` adds, per t, the mean of K one-step estimates from independent noise (``sdedit K=...``: a
+lower-variance estimate of the CDM's posterior mean); ``--repeat N`` feeds that estimate back in place of
+the render N - 1 more times, re-noised at the same t (``sdedit round r``: does a second correction add more?).
+
 ``--trajectory GAMMA ...`` also runs NGD's whole guided reverse trajectory per target view with the
 render R held fixed (NGD with a NeRF that never moves: what the first virtual targets look like)
 and scores its final targets with PSNR, SSIM and the sharpness ratio beside R's own.
@@ -37,6 +41,8 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, nargs="+", default=[50, 100, 200, 300, 400, 500, 600, 800], help="integer timesteps to probe")
     parser.add_argument("--raw", action="store_true", help="use the raw CDM weights instead of the EMA")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--average", type=int, default=1, help="also score the mean of K one-step estimates per t (K > 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="with --average: re-noise and correct the averaged estimate N rounds in all")
     parser.add_argument("--trajectory", type=float, nargs="*", default=[], help="guidance gammas of fixed-render NGD trajectories to score")
     parser.add_argument("--steps", type=int, default=25, help="diffusion steps K of each trajectory")
     parser.add_argument("--t-max", type=float, default=0.98, help="trajectory start (fraction of T-1)")
@@ -48,6 +54,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when available")
     parser.add_argument("--output-json", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
+    if args.average < 1 or args.repeat < 1:
+        parser.error("--average and --repeat take a count of at least 1")
     if bool(args.low_t_bundle) != bool(args.switch_t) or (args.switch_t and not args.trajectory):
         parser.error("--low-t-bundle and --switch-t go together, with --trajectory GAMMA")
 
@@ -102,14 +110,25 @@ def main() -> None:
             src = to_diffusion_range(imgs[input_view].permute(2, 0, 1))[None].expand(len(targets), -1, -1, -1)
             rel = relative_camera(c2w[input_view][None].expand(len(targets), 4, 4), c2w[targets]) if cdm.config.camera_embedding_dim else None
             for t in args.timesteps:
-                noise = torch.randn(gt.shape, generator=gen).to(device)
                 alpha, sigma = alpha_sigma(scheduler, t, cond.device)
                 ts = torch.full((len(targets),), t, dtype=torch.long, device=device)
-                for key, start in (("sdedit", cond[:, :3]), ("oracle", to_diffusion_range(gt))):
+
+                def estimate(start: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+                    """x0^ in [-1, 1] from ``start`` re-noised at t (fresh noise unless given)."""
+                    noise = torch.randn(gt.shape, generator=gen).to(device) if noise is None else noise
                     z = alpha * start + sigma * noise
                     pred = cdm.predict_with_cfg(z, ts, cond, src, rel, 1.0)
-                    x0 = from_diffusion_range(x0_from_prediction(scheduler, z, pred, t, cdm.config.prediction_type).clamp(-1, 1))
-                    sums[f"{key}@{t}"].append(psnr(hwc(x0), hwc(gt)))
+                    return x0_from_prediction(scheduler, z, pred, t, cdm.config.prediction_type).clamp(-1, 1)
+
+                shared_noise = torch.randn(gt.shape, generator=gen).to(device)  # render and GT see the same noise
+                for key, start in (("sdedit", cond[:, :3]), ("oracle", to_diffusion_range(gt))):
+                    sums[f"{key}@{t}"].append(psnr(hwc(from_diffusion_range(estimate(start, shared_noise))), hwc(gt)))
+                if args.average > 1 or args.repeat > 1:
+                    current = cond[:, :3]
+                    for round_ in range(1, args.repeat + 1):
+                        current = torch.stack([estimate(current) for _ in range(args.average)]).mean(0)
+                        name = f"sdedit t={t}, mean of K={args.average}" + (f", round {round_}" if args.repeat > 1 else "")
+                        scores.setdefault(name, []).append(score(from_diffusion_range(current), gt))
             for gamma in args.trajectory:
                 for switch in [None, *args.switch_t]:  # None: --bundle's CDM at every step
                     traj = NGDTrajectories(scheduler).init(cond, gen)
@@ -125,9 +144,13 @@ def main() -> None:
         rows.append([f"t={t}", f"{float(alpha_sigma(scheduler, t)[1]):.3f}", f"{means[f'sdedit@{t}']:.2f}", f"{means[f'oracle@{t}']:.2f}"])
     print(f"bundle {args.bundle} ({'raw' if args.raw else 'EMA'} CDM), {len(folders)} objects of {args.data}, input view {input_view}")
     print_table("CDM one-step estimate vs the NeRF render", ["probe", "sigma_t", "PSNR x0^ from noised render", "PSNR x0^ from noised GT"], rows)
+    if args.average > 1 or args.repeat > 1:
+        print_table("averaged / repeated one-step estimates vs the render", ["targets", "PSNR", "SSIM", "sharpness"],
+                    [[k, f"{v[0]:.2f}", f"{v[1]:.4f}", f"{v[2]:.3f}"] for k, v in table.items() if not k.startswith("trajectory")])
     if args.trajectory:
         print_table(f"fixed-render NGD trajectories (K={len(timesteps)}, t {args.t_max}->{args.t_min}) vs the render",
-                    ["targets", "PSNR", "SSIM", "sharpness"], [[k, f"{v[0]:.2f}", f"{v[1]:.4f}", f"{v[2]:.3f}"] for k, v in table.items()])
+                    ["targets", "PSNR", "SSIM", "sharpness"], [[k, f"{v[0]:.2f}", f"{v[1]:.4f}", f"{v[2]:.3f}"] for k, v in table.items()
+                                                                if not k.startswith("sdedit")])
     if args.output_json:
         write_json(args.output_json, {"machine": facts, "bundle": str(args.bundle), "objects": len(folders),
                                  "psnr": means, "trajectories": table, "args": {k: str(v) for k, v in vars(args).items()}})
