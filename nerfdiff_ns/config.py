@@ -14,6 +14,7 @@ from nerfdiff_ns import compat
 from nerfdiff_ns.data.dataparsers import SingleImageDataParserConfig
 from nerfdiff_ns.datamanager import NerfDiffDataManagerConfig
 from nerfdiff_ns.live_viewer import LiveViewerConfig
+from nerfdiff_ns.lr_decay import FinalDecaySchedulerConfig
 from nerfdiff_ns.model import NerfDiffModelConfig
 from nerfdiff_ns.ngd import NGDConfig
 from nerfdiff_ns.pipeline import NerfDiffPipelineConfig
@@ -27,6 +28,10 @@ def _device_type() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+FINAL_LR_FACTOR = 1.0
+"""Learning rate at NGD's last iteration / the rate while its targets move (nerfdiff_ns/lr_decay.py); 1 = constant."""
 
 
 def _trainer(
@@ -47,8 +52,10 @@ def _trainer(
             live_viewer=live_viewer,
         ),
         optimizers={
-            "triplane": {"optimizer": AdamOptimizerConfig(lr=lr_triplane, eps=1e-15), "scheduler": None},
-            "field": {"optimizer": AdamOptimizerConfig(lr=lr_field, eps=1e-15), "scheduler": None},
+            "triplane": {"optimizer": AdamOptimizerConfig(lr=lr_triplane, eps=1e-15),
+                         "scheduler": FinalDecaySchedulerConfig(final_factor=FINAL_LR_FACTOR)},
+            "field": {"optimizer": AdamOptimizerConfig(lr=lr_field, eps=1e-15),
+                      "scheduler": FinalDecaySchedulerConfig(final_factor=FINAL_LR_FACTOR)},
         },
         viewer=ViewerConfig(num_rays_per_chunk=1 << 13, quit_on_train_completion=True),
         vis="viewer",

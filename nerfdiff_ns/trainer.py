@@ -2,7 +2,8 @@
 
 * ``max_num_iterations = -1`` (the default here) means "K' * N + final iterations of the NGD
   schedule" (K' = the diffusion steps run, after ``skip_pinned_steps``; it needs the bundle's noise
-  schedule), so changing ``--pipeline.ngd.*`` changes the run length with it.
+  schedule), so changing ``--pipeline.ngd.*`` changes the run length with it; the learning-rate decay over
+  the final iterations (``nerfdiff_ns/lr_decay.py``) takes its length from the same schedule.
 * nerfstudio 1.1.5 writes checkpoints in place; a crash mid-write loses the run. We write to a
   temporary file in the same folder and rename it over the target.
 * A photo prepared by the ``nerfdiff-image`` dataparser (image, mask, camera JSON, preview) is
@@ -20,6 +21,7 @@ from typing import Literal, Optional, Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
+from nerfdiff_ns.lr_decay import fill_final_decay
 from nerfdiff_ns.training.checkpoint import atomic_torch_save
 
 
@@ -50,6 +52,8 @@ class NerfDiffTrainer(Trainer):
     def __init__(self, config: NerfDiffTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         if config.max_num_iterations < 0:
             config.max_num_iterations = max(1, schedule_iterations(config))
+        ngd = getattr(config.pipeline, "ngd", None)
+        fill_final_decay(config.optimizers, config.max_num_iterations, ngd.final_iters if ngd is not None else 0)
         super().__init__(config, local_rank, world_size)
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:

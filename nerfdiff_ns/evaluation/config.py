@@ -81,6 +81,9 @@ class EvalConfig:
     """Adam learning rate of the triplane (default: the base method's)."""
     lr_field: Optional[float] = None
     """Adam learning rate of the decoder MLP (default: the base method's)."""
+    lr_final_factor: Optional[float] = None
+    """Both learning rates at the last iteration / while the targets move, decayed over the final iterations
+    (optimizers.*.scheduler.final_factor; 1 = constant; default: the base method's)."""
     rgb_loss: Optional[Literal["mse", "l1"]] = None
     """Photometric loss of the NeRF methods (pipeline.model.rgb_loss; default: the base method's)."""
     mask_loss_weight: Optional[float] = None

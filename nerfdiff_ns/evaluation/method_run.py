@@ -92,6 +92,9 @@ def make_trainer_config(cfg: EvalConfig, obj: Path, mode: str, scratch: Path, de
         tc.optimizers["triplane"]["optimizer"].lr = float(cfg.lr_triplane)
     if cfg.lr_field is not None:
         tc.optimizers["field"]["optimizer"].lr = float(cfg.lr_field)
+    if cfg.lr_final_factor is not None:
+        for group in ("triplane", "field"):
+            tc.optimizers[group]["scheduler"].final_factor = float(cfg.lr_final_factor)
     if cfg.rgb_loss is not None:
         tc.pipeline.model.rgb_loss = cfg.rgb_loss
     if cfg.mask_loss_weight is not None:

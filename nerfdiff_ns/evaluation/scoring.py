@@ -34,6 +34,8 @@ def settings_of(cfg: EvalConfig, device: str) -> Dict[str, Any]:
         "input_view_weight": cfg.input_view_weight if cfg.input_view_weight is not None else dm.input_view_weight,
         "lr_triplane": cfg.lr_triplane if cfg.lr_triplane is not None else tc.optimizers["triplane"]["optimizer"].lr,
         "lr_field": cfg.lr_field if cfg.lr_field is not None else tc.optimizers["field"]["optimizer"].lr,
+        "lr_final_factor": (cfg.lr_final_factor if cfg.lr_final_factor is not None
+                            else tc.optimizers["triplane"]["scheduler"].final_factor),
         "rgb_loss": cfg.rgb_loss if cfg.rgb_loss is not None else tc.pipeline.model.rgb_loss,
         "mask_loss_weight": cfg.mask_loss_weight if cfg.mask_loss_weight is not None else tc.pipeline.model.mask_loss_weight,
         "opacity_entropy_weight": (cfg.opacity_entropy_weight if cfg.opacity_entropy_weight is not None
