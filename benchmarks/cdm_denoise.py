@@ -10,9 +10,9 @@ validation objects (input view from ``protocol.json``, every other view a target
 and prints PSNR(x0^, GT) beside PSNR(R, GT). ``sdedit`` above ``render`` at some t means the CDM
 can pull the NeRF toward the truth there; the gain is what NGD distils.
 
-``--average K`` adds, per t, the mean of K one-step estimates from independent noise (``sdedit K=...``: a
-lower-variance estimate of the CDM's posterior mean); ``--repeat N`` feeds that estimate back in place of
-the render N - 1 more times, re-noised at the same t (``sdedit round r``: does a second correction add more?).
+``--average K`` adds, per t, the mean of K one-step estimates from independent noise (rows ``sdedit t=..., mean
+of K=...``: a lower-variance estimate of the CDM's posterior mean); ``--repeat N`` feeds that estimate back in place
+of the render N - 1 more times, re-noised at the same t (``..., round r``: does a second correction add more?).
 
 ``--trajectory GAMMA ...`` also runs NGD's whole guided reverse trajectory per target view with the
 render R held fixed (NGD with a NeRF that never moves: what the first virtual targets look like)

@@ -30,6 +30,12 @@ class FinalDecaySchedulerConfig(SchedulerConfig):
     """Iterations of the run; -1 = the trainer's max_num_iterations (the NGD schedule's)."""
 
 
+def check_final_factor(value: float, name: str = "final_factor") -> None:
+    """Refuse a factor outside (0, 1]: 0 would stop the fit, above 1 would raise the rate at the end."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}: 1 keeps the rate constant, 0.1 ends at a tenth")
+
+
 def final_decay_factor(step: int, max_steps: int, decay_iters: int, final_factor: float) -> float:
     """Multiplier of the initial rate at ``step``: 1 before the last ``decay_iters`` iterations, then
     ``final_factor ** t`` with t going 0 -> 1 over them (geometric, like nerfacto's decay)."""
@@ -43,8 +49,7 @@ class FinalDecayScheduler(Scheduler):
 
     def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> LRScheduler:
         cfg = self.config
-        if not 0.0 < cfg.final_factor <= 1.0:
-            raise ValueError(f"final_factor must be in (0, 1], got {cfg.final_factor}: 1 keeps the rate constant, 0.1 ends at a tenth")
+        check_final_factor(cfg.final_factor)
         if cfg.max_steps < 1 or cfg.decay_iters < 0:
             raise ValueError(
                 f"FinalDecayScheduler needs max_steps >= 1 and decay_iters >= 0 (got {cfg.max_steps}, {cfg.decay_iters}); "
@@ -54,10 +59,12 @@ class FinalDecayScheduler(Scheduler):
 
 
 def fill_final_decay(optimizers: dict, max_steps: int, final_iters: int) -> None:
-    """Give every ``FinalDecaySchedulerConfig`` left at -1 the run's length and NGD's final iterations."""
-    for group in optimizers.values():
+    """Give every ``FinalDecaySchedulerConfig`` left at -1 the run's length and NGD's final iterations, and refuse a
+    bad factor now, before the bundle and the CDM are loaded."""
+    for name, group in optimizers.items():
         scheduler = group.get("scheduler")
         if isinstance(scheduler, FinalDecaySchedulerConfig):
+            check_final_factor(scheduler.final_factor, f"--optimizers.{name}.scheduler.final-factor")
             if scheduler.max_steps < 0:
                 scheduler.max_steps = int(max_steps)
             if scheduler.decay_iters < 0:

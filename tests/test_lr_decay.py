@@ -33,6 +33,24 @@ def test_bad_settings_name_the_problem(kwargs, needle):
         FinalDecaySchedulerConfig(**kwargs).setup().get_scheduler(optimizer, 1e-3)
 
 
+def test_ns_train_and_nerfdiff_eval_refuse_a_bad_factor_before_loading_anything(tmp_path):
+    """The trainer checks the factor in __init__ (before setup loads the bundle, here one that does not exist)."""
+    from nerfdiff_ns.config import nerfdiff_tiny_method
+    from nerfdiff_ns.evaluate import parse_args, run_evaluation
+    from nerfdiff_ns.trainer import NerfDiffTrainer
+
+    config = copy.deepcopy(nerfdiff_tiny_method.config)
+    config.pipeline.ngd.mode = "feed-forward"  # its run length needs no bundle
+    config.optimizers["field"]["scheduler"].final_factor = 1.5
+    with pytest.raises(ValueError, match="--optimizers.field.scheduler.final-factor must be in"):
+        NerfDiffTrainer(config)
+    cfg = parse_args(["--data", str(tmp_path / "none"), "--bundle", str(tmp_path / "none"), "--output-dir",
+                      str(tmp_path / "out"), "--lr-final-factor", "0"])
+    with pytest.raises(ValueError, match="--lr-final-factor must be in"):
+        run_evaluation(cfg)
+    assert not (tmp_path / "out").exists()
+
+
 def test_trainer_runs_the_optimizers_at_the_decayed_rates(tiny_bundle, tmp_path):
     """ns-train's config -> NerfDiffTrainer fills the run length -> nerfstudio's Optimizers step the rates."""
     from nerfstudio.engine.optimizers import Optimizers

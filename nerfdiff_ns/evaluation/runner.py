@@ -11,6 +11,7 @@ from nerfdiff_ns.evaluation.config import ALL_METHODS, EvalConfig, MergeConfig
 from nerfdiff_ns.evaluation.objects import list_objects, resolve_device, select_objects
 from nerfdiff_ns.evaluation.report import write_summary
 from nerfdiff_ns.evaluation.scoring import evaluate_object
+from nerfdiff_ns.lr_decay import check_final_factor
 from nerfdiff_ns.metrics import MetricSuite
 
 
@@ -28,6 +29,8 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
         raise ValueError(f"--methods: pick from {', '.join(ALL_METHODS)} (got {list(cfg.methods)})")
     if cfg.video_frames < 1 and cfg.videos:
         raise ValueError("--video-frames must be >= 1 (or pass --no-videos)")
+    if cfg.lr_final_factor is not None:
+        check_final_factor(cfg.lr_final_factor, "--lr-final-factor")
     device = resolve_device(cfg.device)
     bundle = load_bundle(cfg.bundle)  # fail early, with the bundle's own message
     needs_cdm = [m for m in cfg.methods if m in ("ngd", "cdm-only", "sample-then-fit", "sds")]
