@@ -1,8 +1,8 @@
 """Console-script entry points of every ``nerfdiff-*`` command.
 
 Each command's module is imported only when that command runs (plugin import stays cheap), and
-every command runs inside :func:`friendly_errors`, so bad input (a ``DataError`` or
-``BundleError``) prints one clear paragraph and exits non-zero without a Python traceback.
+every command runs inside :func:`friendly_errors`, so bad input (a ``DataError``, ``BundleError`` or
+``FlagError``) prints one clear paragraph and exits non-zero without a Python traceback.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ EXIT_USER_ERROR = 2
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """A ``DataError`` or ``BundleError`` (and nothing else): bad input the user can fix.
+    """A ``DataError``, ``FlagError`` or ``BundleError`` (and nothing else): bad input the user can fix.
 
     ``BundleError`` is looked up in ``sys.modules`` only: if ``nerfdiff_ns.bundle`` was never
     imported, nothing can have raised one, and the check stays free for every other ns-* command.
     """
     from nerfdiff_ns.data.errors import DataError
+    from nerfdiff_ns.errors import FlagError
 
-    if isinstance(exc, DataError):
+    if isinstance(exc, (DataError, FlagError)):
         return True
     bundle = sys.modules.get("nerfdiff_ns.bundle")
     return bundle is not None and isinstance(exc, bundle.BundleError)

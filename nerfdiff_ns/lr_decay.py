@@ -16,6 +16,8 @@ from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from nerfdiff_ns.errors import FlagError
+
 
 @dataclass
 class FinalDecaySchedulerConfig(SchedulerConfig):
@@ -33,7 +35,7 @@ class FinalDecaySchedulerConfig(SchedulerConfig):
 def check_final_factor(value: float, name: str = "final_factor") -> None:
     """Refuse a factor outside (0, 1]: 0 would stop the fit, above 1 would raise the rate at the end."""
     if not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value}: 1 keeps the rate constant, 0.1 ends at a tenth")
+        raise FlagError(f"{name} must be in (0, 1], got {value}: 1 keeps the rate constant, 0.1 ends at a tenth")
 
 
 def final_decay_factor(step: int, max_steps: int, decay_iters: int, final_factor: float) -> float:

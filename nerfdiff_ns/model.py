@@ -20,6 +20,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from torch import nn
 
 from nerfdiff_ns.data.dataparsers import default_bundle_path
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.nerf.image_nerf import SourceView
 
 
@@ -73,11 +74,11 @@ class NerfDiffModel(Model):
 
     def populate_modules(self) -> None:
         if self.config.mask_loss_weight < 0:  # before any loading: a bad flag fails at once
-            raise ValueError(f"--pipeline.model.mask-loss-weight {self.config.mask_loss_weight} is negative: it would reward "
-                             "opacity that disagrees with the input's mask; use a weight >= 0 (0 turns the mask loss off)")
+            raise FlagError(f"--pipeline.model.mask-loss-weight {self.config.mask_loss_weight} is negative: it would reward "
+                            "opacity that disagrees with the input's mask; use a weight >= 0 (0 turns the mask loss off)")
         if self.config.opacity_entropy_weight < 0:
-            raise ValueError(f"--pipeline.model.opacity-entropy-weight {self.config.opacity_entropy_weight} is negative: it "
-                             "would reward half-transparent rays (fog); use a weight >= 0 (0 turns it off)")
+            raise FlagError(f"--pipeline.model.opacity-entropy-weight {self.config.opacity_entropy_weight} is negative: it "
+                            "would reward half-transparent rays (fog); use a weight >= 0 (0 turns it off)")
         super().populate_modules()
         from nerfdiff_ns.bundle import load_bundle
 

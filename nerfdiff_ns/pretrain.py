@@ -43,7 +43,7 @@ from nerfdiff_ns.training.config import (
 )
 from nerfdiff_ns.training.distributed import DistInfo, all_reduce_mean, init_distributed, sample_generator
 from nerfdiff_ns.training.joint_model import JointModel, build_cdm, ema_decay
-from nerfdiff_ns.training.loop import Trainer
+from nerfdiff_ns.training.loop import Trainer, check_flags
 from nerfdiff_ns.training.presets import load_preset
 
 __all__ = [
@@ -71,6 +71,7 @@ def parse_config(argv: list[str] | None = None) -> PretrainConfig:
 
 def entrypoint() -> None:
     cfg = parse_config()
+    check_flags(cfg)  # before the run folder is written
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:
         (Path(cfg.output_dir) / "pretrain_config.json").write_text(config_to_json(cfg))

@@ -1,4 +1,4 @@
-"""Errors without tracebacks: a DataError or BundleError (and nothing else) becomes one paragraph on
+"""Errors without tracebacks: a DataError, BundleError or FlagError (and nothing else) becomes one paragraph on
 stderr (what is wrong, which file, how to fix it) and a non-zero exit, in every nerfdiff-* command
 and in ns-train with our methods.
 
@@ -21,6 +21,7 @@ from PIL import Image
 
 from nerfdiff_ns.cli import EXIT_USER_ERROR, format_user_error, friendly_errors, is_user_error
 from nerfdiff_ns.data.errors import DataError
+from nerfdiff_ns.errors import FlagError
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -74,6 +75,9 @@ def test_only_our_errors_are_reformatted(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         friendly_errors(fail(BundleError("bundle folder /b does not exist. Train one with `nerfdiff-pretrain`.")), "nerfdiff-x")
     assert "nerfdiff-x: error: bundle folder /b does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        friendly_errors(fail(FlagError("--video-frames must be >= 1 (or pass --no-videos)")), "nerfdiff-x")
+    assert capsys.readouterr().err == "nerfdiff-x: error: --video-frames must be >= 1 (or pass --no-videos)\n"
     # anything else is a bug, and keeps its traceback: a plain ValueError, a KeyError, Ctrl-C
     for other in (ValueError("bad"), KeyError("k"), KeyboardInterrupt()):
         with pytest.raises(type(other)):
@@ -166,6 +170,22 @@ def test_generate_data_cli_refuses_reserved_objects(tmp_path: Path) -> None:
     proc = run([str(BIN / "nerfdiff-generate-data"), "--object-ids", "960", "--output-dir", str(tmp_path / "g")], tmp_path)
     assert proc.returncode == EXIT_USER_ERROR
     assert_clean_error(proc.stderr, "nerfdiff-generate-data: error:", "960", "reserved")
+
+
+@pytest.mark.parametrize("command, args, needle", [
+    ("nerfdiff-eval", ["--data", "no_split", "--lr-final-factor", "0"], "--lr-final-factor must be in (0, 1], got 0.0"),
+    ("nerfdiff-eval", ["--data", "no_split", "--video-frames", "0"], "--video-frames must be >= 1"),
+    ("nerfdiff-pretrain", ["--preset", "huge"], "unknown pretrain preset 'huge'"),
+    ("nerfdiff-pretrain", ["--cdm.render-start-prob", "2"], "--cdm.render-start-prob 2.0 must be a probability"),
+    ("nerfdiff-generate-data", ["--resolution", "2"], "--resolution must be >= 4, got 2"),
+])
+def test_bad_flags_read_as_one_paragraph(command: str, args: list[str], needle: str, tmp_path: Path) -> None:
+    """A flag out of range or unknown is refused before anything is loaded or written, naming the flag."""
+    out = tmp_path / "out"
+    proc = run([str(BIN / command), *args, "--output-dir", str(out)], tmp_path)
+    assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-3000:]
+    assert_clean_error(proc.stderr, f"{command}: error:", needle)
+    assert not out.exists() or not any(out.rglob("*.*"))
 
 
 def test_export_cli_missing_run(tmp_path: Path) -> None:

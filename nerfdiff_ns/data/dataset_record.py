@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from nerfdiff_ns.data.camera_rig import intrinsics_for
+from nerfdiff_ns.errors import FlagError
 
 __all__ = ["GENERATOR_NAME", "FORMAT_VERSION", "read_json", "write_json", "prepare_output", "protocol",
            "dataset_record"]
@@ -53,7 +54,7 @@ def prepare_output(config, selected: Dict[str, List[int]]) -> dict:
         others = {s: ids for s, ids in old.get("splits", {}).items() if s not in selected}
         if others and not same:
             if not config.overwrite:
-                raise ValueError(
+                raise FlagError(
                     f"{root / 'dataset.json'}: this folder holds splits {', '.join(others)} generated with different "
                     "settings or another --source; the dataset would mix them. Use another --output-dir, the same "
                     "settings, or --overwrite (which drops those splits from dataset.json).")
@@ -65,8 +66,8 @@ def prepare_output(config, selected: Dict[str, List[int]]) -> dict:
             if (split_dir / "protocol.json").is_file() or config.overwrite:
                 shutil.rmtree(split_dir)
             else:
-                raise ValueError(f"{split_dir}: folder exists and was not written by {GENERATOR_NAME}; "
-                                 "choose another --output-dir or pass --overwrite to replace it")
+                raise FlagError(f"{split_dir}: folder exists and was not written by {GENERATOR_NAME}; "
+                                "choose another --output-dir or pass --overwrite to replace it")
     return kept_splits
 
 

@@ -57,6 +57,7 @@ from nerfdiff_ns.data.sources.ids import (NUM_OBJECT_IDS, RESERVED_OBJECT_IDS, S
 from nerfdiff_ns.data.sources.parts import normalisation
 from nerfdiff_ns.data.sources.random_urdfs import MeshAsset, load_random_urdf, read_obj
 from nerfdiff_ns.data.srn import write_srn_object
+from nerfdiff_ns.errors import FlagError
 
 __all__ = [
     "GenerateConfig", "generate", "main", "entrypoint", "ReservedObjectError", "SPLIT_OBJECT_IDS",
@@ -133,34 +134,34 @@ class GenerateConfig:
 def _validate(config: GenerateConfig) -> None:
     get_source(config.source)
     if config.resolution < 4:
-        raise ValueError(f"--resolution must be >= 4, got {config.resolution}")
+        raise FlagError(f"--resolution must be >= 4, got {config.resolution}")
     if not 0.0 < config.fov_degrees < 180.0:
-        raise ValueError(f"--fov-degrees must be in (0, 180), got {config.fov_degrees}")
+        raise FlagError(f"--fov-degrees must be in (0, 180), got {config.fov_degrees}")
     if config.object_radius <= 0:
-        raise ValueError(f"--object-radius must be > 0, got {config.object_radius}")
+        raise FlagError(f"--object-radius must be > 0, got {config.object_radius}")
     if config.camera_distance <= config.object_radius:
-        raise ValueError(f"--camera-distance ({config.camera_distance}) must exceed --object-radius "
-                         f"({config.object_radius}): the camera would be inside the object's sphere")
+        raise FlagError(f"--camera-distance ({config.camera_distance}) must exceed --object-radius "
+                        f"({config.object_radius}): the camera would be inside the object's sphere")
     lo, hi = config.elevation_range_degrees
     if not -90.0 < lo <= hi < 90.0:
-        raise ValueError(f"--elevation-range-degrees must satisfy -90 < low <= high < 90, got {(lo, hi)}")
+        raise FlagError(f"--elevation-range-degrees must satisfy -90 < low <= high < 90, got {(lo, hi)}")
     if config.views_per_object < 1 or config.eval_views_per_object < 1:
-        raise ValueError("--views-per-object and --eval-views-per-object must be >= 1")
+        raise FlagError("--views-per-object and --eval-views-per-object must be >= 1")
     if not 0 <= config.input_view_index < config.eval_views_per_object:
-        raise ValueError(f"--input-view-index ({config.input_view_index}) must be in "
-                         f"[0, {config.eval_views_per_object}) (--eval-views-per-object)")
+        raise FlagError(f"--input-view-index ({config.input_view_index}) must be in "
+                        f"[0, {config.eval_views_per_object}) (--eval-views-per-object)")
     if config.num_objects is not None and config.num_objects < 1:
-        raise ValueError(f"--num-objects must be >= 1, got {config.num_objects}")
+        raise FlagError(f"--num-objects must be >= 1, got {config.num_objects}")
     if config.num_objects is not None and config.object_ids is not None:
-        raise ValueError("give either --num-objects or --object-ids, not both")
+        raise FlagError("give either --num-objects or --object-ids, not both")
     if not config.splits:
-        raise ValueError("--splits is empty: choose train and/or val")
+        raise FlagError("--splits is empty: choose train and/or val")
     for split in config.splits:
         if split not in SPLIT_OBJECT_IDS:
-            raise ValueError(f"unknown split {split!r}: choose from {', '.join(SPLIT_OBJECT_IDS)} "
-                             "(the test objects 950-999 are reserved)")
+            raise FlagError(f"unknown split {split!r}: choose from {', '.join(SPLIT_OBJECT_IDS)} "
+                            "(the test objects 950-999 are reserved)")
     if len(config.light_direction) != 3 or not any(config.light_direction):
-        raise ValueError(f"--light-direction must be a non-zero 3-vector, got {config.light_direction}")
+        raise FlagError(f"--light-direction must be a non-zero 3-vector, got {config.light_direction}")
 
 
 def _select_objects(config: GenerateConfig) -> Dict[str, List[int]]:
@@ -171,8 +172,8 @@ def _select_objects(config: GenerateConfig) -> Dict[str, List[int]]:
             object_id = parse_object_id(token, name)
             split = split_of_object(object_id, name)
             if split not in selected:
-                raise ValueError(f"object {object_id:03d} belongs to split '{split}', which is not in "
-                                 f"--splits {' '.join(config.splits)}")
+                raise FlagError(f"object {object_id:03d} belongs to split '{split}', which is not in "
+                                f"--splits {' '.join(config.splits)}")
             if object_id not in selected[split]:
                 selected[split].append(object_id)
         return {split: sorted(ids) for split, ids in selected.items() if ids}

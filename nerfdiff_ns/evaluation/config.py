@@ -11,6 +11,7 @@ from typing import Literal, Optional, Tuple
 import tyro
 
 from nerfdiff_ns.data.dataparsers import default_bundle_path
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.ngd import NGDConfig, NGDMode
 
 
@@ -43,7 +44,7 @@ def base_trainer_config(name: str):
 
     specs = {"nerfdiff-tiny": method_configs.nerfdiff_tiny_method, "nerfdiff": method_configs.nerfdiff_method}
     if name not in specs:
-        raise ValueError(f"unknown base method {name!r}; pick one of {sorted(specs)}")
+        raise FlagError(f"unknown base method {name!r}; pick one of {sorted(specs)}")
     return copy.deepcopy(specs[name].config)
 
 

@@ -8,14 +8,16 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from nerfdiff_ns.errors import FlagError
+
 
 def parse_shard(shard: str) -> Tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
     if not match:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}")
+        raise FlagError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}")
     index, count = int(match.group(1)), int(match.group(2))
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard {shard}: need n >= 1 and 0 <= i < n")
+        raise FlagError(f"--shard {shard}: need n >= 1 and 0 <= i < n")
     return index, count
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict
 
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.evaluation.config import ALL_METHODS, EvalConfig, MergeConfig
 from nerfdiff_ns.evaluation.objects import list_objects, resolve_device, select_objects
 from nerfdiff_ns.evaluation.report import write_summary
@@ -26,16 +27,16 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
     compat.install()
     unknown = [m for m in cfg.methods if m not in ALL_METHODS]
     if unknown or not cfg.methods:
-        raise ValueError(f"--methods: pick from {', '.join(ALL_METHODS)} (got {list(cfg.methods)})")
+        raise FlagError(f"--methods: pick from {', '.join(ALL_METHODS)} (got {list(cfg.methods)})")
     if cfg.video_frames < 1 and cfg.videos:
-        raise ValueError("--video-frames must be >= 1 (or pass --no-videos)")
+        raise FlagError("--video-frames must be >= 1 (or pass --no-videos)")
     if cfg.lr_final_factor is not None:
         check_final_factor(cfg.lr_final_factor, "--lr-final-factor")
     device = resolve_device(cfg.device)
     bundle = load_bundle(cfg.bundle)  # fail early, with the bundle's own message
     needs_cdm = [m for m in cfg.methods if m in ("ngd", "cdm-only", "sample-then-fit", "sds")]
     if needs_cdm and not bundle.config.has_cdm:
-        raise ValueError(f"{cfg.bundle} has no diffusion model, which {needs_cdm} need: run feed-forward and input-only only")
+        raise FlagError(f"{cfg.bundle} has no diffusion model, which {needs_cdm} need: run feed-forward and input-only only")
     objects = select_objects(list_objects(cfg.data), cfg.num_objects, cfg.shard)
     out = Path(cfg.output_dir)
     (out / "objects").mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
 
 def run_merge(cfg: MergeConfig) -> Dict[str, Any]:
     if not cfg.inputs:
-        raise ValueError("merge: pass at least one nerfdiff-eval output folder")
+        raise FlagError("merge: pass at least one nerfdiff-eval output folder")
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(cfg.inputs[0])
     out.mkdir(parents=True, exist_ok=True)
     return write_summary(out, list(cfg.inputs))

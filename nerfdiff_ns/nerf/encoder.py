@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerfdiff_ns.errors import FlagError
+
 
 @dataclass
 class EncoderConfig:
@@ -146,8 +148,8 @@ def pretrained_folder(path: str, kind: str) -> Path:
     if model_type != kind:
         other = (f"set --nerf.encoder.kind {model_type}" if model_type in ("vit", "dinov2")
                  else "only 'vit' and 'dinov2' models are supported")
-        raise ValueError(f"{folder} holds a {model_type!r} model but --nerf.encoder.kind is {kind!r}: {other}, or point "
-                         f"to a {kind} folder.")
+        raise FlagError(f"{folder} holds a {model_type!r} model but --nerf.encoder.kind is {kind!r}: {other}, or point "
+                        f"to a {kind} folder.")
     return folder
 
 

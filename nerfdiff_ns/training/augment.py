@@ -23,6 +23,8 @@ from typing import Literal, Sequence
 
 import torch
 
+from nerfdiff_ns.errors import FlagError
+
 Augmentation = Literal["hflip", "channels"]
 AUGMENTATIONS: tuple[str, ...] = ("hflip", "channels")
 _IMAGE_KEYS = ("source_image", "target_image", "render")
@@ -34,7 +36,7 @@ def check_augmentations(augment: Sequence[str]) -> None:
     """Unknown names fail before any data or model work."""
     unknown = [a for a in augment if a not in AUGMENTATIONS]
     if unknown:
-        raise ValueError(f"--augment {' '.join(unknown)}: unknown augmentation; choose from {', '.join(AUGMENTATIONS)}")
+        raise FlagError(f"--augment {' '.join(unknown)}: unknown augmentation; choose from {', '.join(AUGMENTATIONS)}")
 
 
 def mirror_c2w(c2w: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.nerf.image_nerf import NeRFConfig
 from nerfdiff_ns.training.augment import Augmentation
 from nerfdiff_ns.training.lr_schedule import LRSchedule
@@ -86,15 +87,15 @@ class CDMConfig:
     def check_render_start(self) -> None:
         """Bad --cdm.render-start-* settings fail before any data or model work."""
         if not 0.0 <= self.render_start_prob <= 1.0:
-            raise ValueError(f"--cdm.render-start-prob {self.render_start_prob} must be a probability in [0, 1]")
+            raise FlagError(f"--cdm.render-start-prob {self.render_start_prob} must be a probability in [0, 1]")
         if not 0 <= self.render_start_max_t < self.num_train_timesteps:
-            raise ValueError(f"--cdm.render-start-max-t {self.render_start_max_t} must lie in "
-                             f"[0, {self.num_train_timesteps - 1}] (a timestep of the noise schedule)")
+            raise FlagError(f"--cdm.render-start-max-t {self.render_start_max_t} must lie in "
+                            f"[0, {self.num_train_timesteps - 1}] (a timestep of the noise schedule)")
         if not 0 <= self.render_start_min_t <= self.render_start_max_t:
-            raise ValueError(f"--cdm.render-start-min-t {self.render_start_min_t} must lie in "
-                             f"[0, --cdm.render-start-max-t {self.render_start_max_t}]")
+            raise FlagError(f"--cdm.render-start-min-t {self.render_start_min_t} must lie in "
+                            f"[0, --cdm.render-start-max-t {self.render_start_max_t}]")
         if self.render_start_snr_gamma <= 0:
-            raise ValueError(f"--cdm.render-start-snr-gamma must be positive, got {self.render_start_snr_gamma}")
+            raise FlagError(f"--cdm.render-start-snr-gamma must be positive, got {self.render_start_snr_gamma}")
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF
 from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batch, resize_hwc
 from nerfdiff_ns.training.config import PretrainConfig
@@ -35,27 +36,38 @@ from nerfdiff_ns.training.run_log import LossLog
 from nerfdiff_ns.training.validation import feed_forward_psnr
 
 
+def check_flags(cfg: PretrainConfig) -> None:
+    """Refuse bad settings before any data or model work (the render cache takes minutes) and before the run
+    folder is written; each error names its flag."""
+    check_lr_schedule(cfg.lr_schedule, cfg.lr_min_factor)
+    check_augmentations(cfg.augment)
+    if cfg.loader_workers < 0:
+        raise FlagError(f"--loader-workers {cfg.loader_workers}: give 0 (batches built in the training process) "
+                        "or a number of worker processes")
+    if cfg.cdm.enabled:
+        cfg.cdm.timestep_sampler()  # validates --cdm.timestep-*
+        cfg.cdm.check_render_start()
+    elif cfg.freeze_nerf:
+        raise FlagError("--freeze-nerf trains only the CDM: it needs --cdm.enabled True.")
+    if cfg.init_cdm_from is not None and cfg.init_from is None:
+        raise FlagError("--init-cdm-from takes the CDM from a bundle while --init-from gives the NeRF: pass "
+                        "--init-from too (the bundle whose NeRF starts this run)")
+
+
 class Trainer(RunPersistence):
     """Owns the models, optimisers, EMA and the loop; ``run()`` trains to ``cfg.steps``."""
 
     def __init__(self, cfg: PretrainConfig) -> None:
         from nerfdiff_ns.data.multiview import MultiViewDataset
 
-        check_lr_schedule(cfg.lr_schedule, cfg.lr_min_factor)  # before any data or model work (the render cache takes minutes)
-        check_augmentations(cfg.augment)
-        if cfg.loader_workers < 0:
-            raise ValueError(f"--loader-workers {cfg.loader_workers}: give 0 (batches built in the training process) "
-                             "or a number of worker processes")
+        check_flags(cfg)
         if cfg.device == "auto":
             device_type = "cuda" if torch.cuda.is_available() else "cpu"
         else:
             device_type = cfg.device
         self.dist = init_distributed(device_type)
         if cfg.batch_size % self.dist.world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} must divide by the number of processes {self.dist.world_size}")
-        if cfg.init_cdm_from is not None and cfg.init_from is None:
-            raise ValueError("--init-cdm-from takes the CDM from a bundle while --init-from gives the NeRF: pass "
-                             "--init-from too (the bundle whose NeRF starts this run)")
+            raise FlagError(f"--batch-size {cfg.batch_size} must divide by the number of processes {self.dist.world_size}")
         self.device = torch.device(device_type, self.dist.local_rank) if device_type == "cuda" else torch.device("cpu")
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
@@ -67,14 +79,10 @@ class Trainer(RunPersistence):
         self.nerf = ImageConditionedNeRF(cfg.nerf, device=self.device)
         self.cdm = self.scheduler = self.ema = None
         if cfg.cdm.enabled:
-            cfg.cdm.timestep_sampler()  # bad --cdm.timestep-* settings fail here, before any data or model work
-            cfg.cdm.check_render_start()
             cdm, self.scheduler = build_cdm(cfg)
             self.cdm = cdm.to(self.device)
             self.ema = copy.deepcopy(self.cdm).requires_grad_(False)
         if cfg.freeze_nerf:
-            if self.cdm is None:
-                raise ValueError("--freeze-nerf trains only the CDM: it needs --cdm.enabled True.")
             self.nerf.requires_grad_(False)  # DDP and the optimiser then ignore the NeRF
         self.model = JointModel(cfg, self.nerf, self.cdm, self.scheduler)
         self.ddp_model: nn.Module = self.model

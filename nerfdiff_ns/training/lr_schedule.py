@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from nerfdiff_ns.errors import FlagError
+
 LRSchedule = Literal["constant", "cosine"]
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -25,9 +27,9 @@ LR_SCHEDULES = ("constant", "cosine")
 def check_lr_schedule(schedule: str, min_factor: float) -> None:
     """Bad --lr-schedule / --lr-min-factor settings, named (the trainer calls this before any data work)."""
     if schedule not in LR_SCHEDULES:
-        raise ValueError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+        raise FlagError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     if not 0.0 <= min_factor <= 1.0:
-        raise ValueError(f"--lr-min-factor must lie in [0, 1], got {min_factor}")
+        raise FlagError(f"--lr-min-factor must lie in [0, 1], got {min_factor}")
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "constant", min_factor: float = 0.0) -> float:

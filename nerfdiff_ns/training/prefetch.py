@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from nerfdiff_ns.errors import FlagError
+
 
 class StepBatches(Dataset):
     """Item i is the batch of step ``start + i`` (built on the CPU by ``make(step)``)."""
@@ -46,8 +48,8 @@ class BatchPrefetcher:
     def __init__(self, make: Callable[[int], dict[str, Any]], stop: int, workers: int, device: torch.device,
                  prefetch_factor: int = 2) -> None:
         if workers < 1:
-            raise ValueError(f"--loader-workers {workers}: a prefetcher needs at least one worker (0 builds batches "
-                             "in the training process, without one)")
+            raise FlagError(f"--loader-workers {workers}: a prefetcher needs at least one worker (0 builds batches "
+                            "in the training process, without one)")
         self.make, self.stop, self.workers, self.device = make, stop, workers, device
         self.prefetch_factor = prefetch_factor
         self._batches: Iterator[dict[str, Any]] | None = None

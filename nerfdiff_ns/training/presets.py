@@ -9,6 +9,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nerfdiff_ns.errors import FlagError
+
 T = TypeVar("T")
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -22,7 +24,7 @@ def preset_path(kind: str, name: str) -> Path:
     path = CONFIGS_DIR / kind / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIGS_DIR / kind).glob("*.json"))
-        raise ValueError(f"unknown {kind} preset {name!r}: choose one of {known} or give a path to a JSON file.")
+        raise FlagError(f"unknown {kind} preset {name!r}: choose one of {known} or give a path to a JSON file.")
     return path
 
 
@@ -33,7 +35,7 @@ def apply_overrides(instance: T, overrides: dict[str, Any], where: str = "") -> 
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
         if key not in fields:
-            raise ValueError(f"{where or type(instance).__name__}: unknown setting {key!r} (known: {sorted(fields)})")
+            raise FlagError(f"{where or type(instance).__name__}: unknown setting {key!r} (known: {sorted(fields)})")
         current = getattr(instance, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = apply_overrides(current, value, f"{where}.{key}" if where else key)

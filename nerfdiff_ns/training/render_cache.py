@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.training.augment import augment_sample
 from nerfdiff_ns.training.batches import draw_diffusion_inputs, rank_samples, stack_samples
 from nerfdiff_ns.training.config import PretrainConfig
@@ -62,7 +63,7 @@ class RenderCache:
 def cache_triples(dataset: Any, pairs_per_object: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(object, source view, target view) of every cached sample, ``pairs_per_object`` per object."""
     if pairs_per_object < 1:
-        raise ValueError(f"--render-cache-pairs must be >= 1, got {pairs_per_object}")
+        raise FlagError(f"--render-cache-pairs must be >= 1, got {pairs_per_object}")
     objects, sources, targets = [], [], []
     for obj_idx in range(len(dataset)):
         views = dataset.load_object(obj_idx).num_views

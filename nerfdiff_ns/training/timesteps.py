@@ -24,6 +24,8 @@ from typing import Literal, Optional
 
 import torch
 
+from nerfdiff_ns.errors import FlagError
+
 TimestepSampling = Literal["uniform", "band"]
 TIMESTEP_SAMPLINGS = ("uniform", "band")
 
@@ -39,17 +41,17 @@ class TimestepSampler:
 
     def __post_init__(self) -> None:
         if self.kind not in TIMESTEP_SAMPLINGS:
-            raise ValueError(f"--cdm.timestep-sampling must be one of {TIMESTEP_SAMPLINGS}, got {self.kind!r}")
+            raise FlagError(f"--cdm.timestep-sampling must be one of {TIMESTEP_SAMPLINGS}, got {self.kind!r}")
         if self.num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be positive, got {self.num_train_timesteps}")
         if self.kind == "band":
             if not 0 <= self.band_max < self.num_train_timesteps:
-                raise ValueError(
+                raise FlagError(
                     f"--cdm.timestep-band-max {self.band_max} must lie in [0, {self.num_train_timesteps - 1}] "
                     "(a timestep of the noise schedule)"
                 )
             if not 0.0 <= self.band_prob <= 1.0:
-                raise ValueError(f"--cdm.timestep-band-prob {self.band_prob} must be a probability in [0, 1]")
+                raise FlagError(f"--cdm.timestep-band-prob {self.band_prob} must be a probability in [0, 1]")
 
     def probabilities(self) -> torch.Tensor:
         """p(t) for t = 0 .. T-1, float64, summing to 1."""

@@ -16,6 +16,7 @@ from typing import Callable, Dict, Literal, Union
 from nerfdiff_ns.data.sources.ids import split_of_object
 from nerfdiff_ns.data.sources.parts import PartsAsset
 from nerfdiff_ns.data.sources.random_urdfs import MeshAsset, load_random_urdf
+from nerfdiff_ns.errors import FlagError
 
 __all__ = ["Source", "SourceName", "SOURCES", "get_source", "load_asset"]
 
@@ -77,7 +78,7 @@ def get_source(name: str) -> Source:
     try:
         return SOURCES[name]
     except KeyError:
-        raise ValueError(f"unknown --source {name!r}: choose from {', '.join(SOURCES)}") from None
+        raise FlagError(f"unknown --source {name!r}: choose from {', '.join(SOURCES)}") from None
 
 
 def load_asset(source: str, object_id: int) -> Union[MeshAsset, PartsAsset]:
