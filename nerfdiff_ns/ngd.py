@@ -20,6 +20,8 @@ from typing import Literal, Optional, Union
 
 import torch
 
+from nerfdiff_ns.errors import FlagError
+
 NGDMode = Literal["ngd", "input-only", "sample-then-fit", "sds", "feed-forward"]
 
 
@@ -76,6 +78,33 @@ class NGDConfig:
             return 0
         steps = self.diffusion_steps if num_steps is None else num_steps
         return steps * self.nerf_iters_per_step + self.final_iters
+
+
+def check_ngd_config(config: NGDConfig, prefix: str = "--pipeline.ngd.") -> None:
+    """Refuse NGD settings that cannot run or silently mean something else (a negative gamma unpins every step),
+    before the bundle and the CDM load; ``prefix`` is how the calling command spells the group's flags."""
+    def bad(flag: str, value: object, rule: str) -> FlagError:
+        return FlagError(f"{prefix}{flag} {value}: {rule}")
+
+    for flag, value in (("num-virtual-views", config.num_virtual_views), ("diffusion-steps", config.diffusion_steps)):
+        if value < 1:
+            raise bad(flag, value, "needs at least 1")
+    for flag, value in (("nerf-iters-per-step", config.nerf_iters_per_step), ("final-iters", config.final_iters)):
+        if value < 0:
+            raise bad(flag, value, "is a number of NeRF iterations, >= 0")
+    if not 0.0 <= config.t_min <= config.t_max <= 1.0:
+        raise FlagError(f"{prefix}t-min {config.t_min} and {prefix}t-max {config.t_max}: need 0 <= t-min <= t-max <= 1 "
+                        "(fractions of the training timesteps)")
+    if not 0.0 < config.azimuth_spread_degrees <= 360.0:
+        raise bad("azimuth-spread-degrees", config.azimuth_spread_degrees, "must lie in (0, 360]")
+    if config.guidance_gamma < 0:
+        raise bad("guidance-gamma", config.guidance_gamma, "must be >= 0 (0 = no NeRF guidance, 8 = the default pull)")
+    if config.far_side_gamma is not None and (config.far_side_gamma <= 0 or config.guidance_gamma <= 0):
+        raise FlagError(f"{prefix}far-side-gamma {config.far_side_gamma} with {prefix}guidance-gamma "
+                        f"{config.guidance_gamma}: both must be > 0 to interpolate between them; leave far-side-gamma "
+                        "unset for one gamma everywhere")
+    if config.cfg_scale < 0:
+        raise bad("cfg-scale", config.cfg_scale, "must be >= 0 (1 = off)")
 
 
 def ngd_step_timesteps(config: NGDConfig, scheduler) -> torch.Tensor:

@@ -40,10 +40,10 @@ class PrepareConfig:
 
 
 def run(cfg: PrepareConfig) -> dict[str, Path]:
-    from nerfdiff_ns.data.prepare import Framing, prepare_photo, write_prepared
+    from nerfdiff_ns.data.prepare import Framing, check_elevation, check_fill, prepare_photo, write_prepared
 
-    if cfg.fill is not None and not 0.05 <= cfg.fill <= 1.0:
-        raise SystemExit(f"nerfdiff-prepare: error: --fill must be in [0.05, 1], got {cfg.fill}")
+    check_fill(cfg.fill)  # before the bundle is read
+    check_elevation(cfg.elevation_degrees)
     # the shipped bundle (as nerfdiff_ns.data.dataparsers.default_bundle_path, without importing nerfstudio)
     bundle = cfg.bundle or Path(__file__).resolve().parent / "assets" / "bundle-tiny"
     framing = Framing.from_bundle(bundle, fill=cfg.fill)

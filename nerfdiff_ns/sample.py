@@ -45,6 +45,25 @@ class SampleConfig:
     """auto = CUDA when available."""
 
 
+def check_sample_config(cfg: SampleConfig) -> None:
+    """Bad flags and a missing image fail before the bundle loads, naming this command's flags."""
+    from nerfdiff_ns.data.errors import DataError
+    from nerfdiff_ns.errors import FlagError
+
+    if cfg.num_views < 1:
+        raise FlagError(f"--num-views {cfg.num_views}: needs at least 1 target camera")
+    if cfg.num_steps < 1:
+        raise FlagError(f"--num-steps {cfg.num_steps}: needs at least 1 DDIM step (50 is the default)")
+    if cfg.cfg_scale < 0:
+        raise FlagError(f"--cfg-scale {cfg.cfg_scale}: must be >= 0 (1 = off)")
+    if not 0.0 < cfg.azimuth_spread_degrees <= 360.0:
+        raise FlagError(f"--azimuth-spread-degrees {cfg.azimuth_spread_degrees}: must lie in (0, 360]")
+    if Path(cfg.image).is_dir():
+        raise DataError(cfg.image, "is a folder, not an image", "pass one PNG/JPG with --image")
+    if not Path(cfg.image).is_file():
+        raise DataError(cfg.image, "input image not found", "pass an existing PNG/JPG with --image")
+
+
 def sample_views(cfg: SampleConfig) -> list[Path]:
     from nerfdiff_ns.cdm.conditions import cdm_condition_kinds, render_condition_views
     from nerfdiff_ns.bundle import load_bundle
@@ -54,6 +73,7 @@ def sample_views(cfg: SampleConfig) -> list[Path]:
     from nerfdiff_ns.nerf.image_nerf import SourceView
     from nerfdiff_ns.ngd import NGDConfig, VirtualViewDiffusion
 
+    check_sample_config(cfg)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     bundle_path = cfg.bundle or default_bundle_path()
     bundle = load_bundle(bundle_path)

@@ -50,9 +50,13 @@ class NerfDiffTrainer(Trainer):
     config: NerfDiffTrainerConfig
 
     def __init__(self, config: NerfDiffTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        ngd = getattr(config.pipeline, "ngd", None)
+        if ngd is not None:  # bad --pipeline.ngd.* flags fail before the bundle loads
+            from nerfdiff_ns.ngd import check_ngd_config
+
+            check_ngd_config(ngd)
         if config.max_num_iterations < 0:
             config.max_num_iterations = max(1, schedule_iterations(config))
-        ngd = getattr(config.pipeline, "ngd", None)
         fill_final_decay(config.optimizers, config.max_num_iterations, ngd.final_iters if ngd is not None else 0)
         super().__init__(config, local_rank, world_size)
 

@@ -173,19 +173,35 @@ def test_generate_data_cli_refuses_reserved_objects(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command, args, needle", [
-    ("nerfdiff-eval", ["--data", "no_split", "--lr-final-factor", "0"], "--lr-final-factor must be in (0, 1], got 0.0"),
-    ("nerfdiff-eval", ["--data", "no_split", "--video-frames", "0"], "--video-frames must be >= 1"),
-    ("nerfdiff-pretrain", ["--preset", "huge"], "unknown pretrain preset 'huge'"),
-    ("nerfdiff-pretrain", ["--cdm.render-start-prob", "2"], "--cdm.render-start-prob 2.0 must be a probability"),
-    ("nerfdiff-generate-data", ["--resolution", "2"], "--resolution must be >= 4, got 2"),
+    ("nerfdiff-eval", ["--data", "no_split", "--lr-final-factor", "0", "--output-dir", "out"],
+     "--lr-final-factor must be in (0, 1], got 0.0"),
+    ("nerfdiff-eval", ["--data", "no_split", "--video-frames", "0", "--output-dir", "out"], "--video-frames must be >= 1"),
+    ("nerfdiff-eval", ["--data", "no_split", "--ngd.guidance-gamma", "-3", "--output-dir", "out"],
+     "--ngd.guidance-gamma -3.0: must be >= 0"),
+    ("nerfdiff-pretrain", ["--preset", "huge", "--output-dir", "out"], "unknown pretrain preset 'huge'"),
+    ("nerfdiff-pretrain", ["--cdm.render-start-prob", "2", "--output-dir", "out"],
+     "--cdm.render-start-prob 2.0 must be a probability"),
+    ("nerfdiff-generate-data", ["--resolution", "2", "--output-dir", "out"], "--resolution must be >= 4, got 2"),
+    ("nerfdiff-prepare", ["PHOTO", "--fill", "5", "--output-dir", "out"], "--fill must be in [0.05, 1]"),
+    ("nerfdiff-prepare", ["PHOTO", "--elevation-degrees", "200", "--output-dir", "out"],
+     "--elevation-degrees must lie in (-90, 90)"),
+    ("nerfdiff-sample", ["--image", "PHOTO", "--num-views", "0", "--output-dir", "out"], "--num-views 0: needs at least 1"),
+    ("nerfdiff-sample", ["--image", "missing.png", "--output-dir", "out"], "Fix: pass an existing PNG/JPG with --image"),
+    ("nerfdiff-export", ["gaussians", "--load-config", "run/config.yml", "--max-gaussians", "0", "--output-path", "out/s.ply"],
+     "--max-gaussians 0: must be >= 1"),
+    ("nerfdiff-export", ["gaussians", "--load-config", "run/config.yml", "--steps", "-5", "--output-path", "out/s.ply"],
+     "--steps -5: must be >= 0"),
+    ("nerfdiff-export", ["mesh", "--load-config", "run/config.yml", "--resolution", "0", "--output-path", "out/m.glb"],
+     "--resolution 0: marching cubes needs at least 8"),
 ])
-def test_bad_flags_read_as_one_paragraph(command: str, args: list[str], needle: str, tmp_path: Path) -> None:
+def test_bad_flags_read_as_one_paragraph(command: str, args: list[str], needle: str, inputs: dict[str, Path],
+                                         tmp_path: Path) -> None:
     """A flag out of range or unknown is refused before anything is loaded or written, naming the flag."""
-    out = tmp_path / "out"
-    proc = run([str(BIN / command), *args, "--output-dir", str(out)], tmp_path)
+    args = [str(inputs["photo"]) if a == "PHOTO" else a for a in args]
+    proc = run([str(BIN / command), *args], tmp_path)
     assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-3000:]
     assert_clean_error(proc.stderr, f"{command}: error:", needle)
-    assert not out.exists() or not any(out.rglob("*.*"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_cli_missing_run(tmp_path: Path) -> None:
@@ -197,17 +213,21 @@ def test_export_cli_missing_run(tmp_path: Path) -> None:
     assert_clean_error(proc.stderr, "nerfdiff-export: error:", str(missing), "not found")
 
 
-@pytest.mark.parametrize("bad", ["mask", "bundle"])
+@pytest.mark.parametrize("bad", ["mask", "bundle", "gamma"])
 def test_ns_train_prints_one_paragraph(bad: str, inputs: dict[str, Path], tmp_path: Path) -> None:
-    """ns-train with our method: a corrupt mask (DataError) or a missing bundle (BundleError)."""
+    """ns-train with our method: a corrupt mask (DataError), a missing bundle (BundleError) or a negative
+    guidance strength (FlagError, which would otherwise unpin every step and silently run 450 iterations)."""
     args = [str(BIN / "ns-train"), "nerfdiff-tiny", "--vis", "tensorboard", "--output-dir", str(tmp_path / "o")]
     if bad == "bundle":
         args += ["--pipeline.model.bundle", str(inputs["missing_bundle"])]
+    if bad == "gamma":
+        args += ["--pipeline.ngd.guidance-gamma", "-3"]
     args += ["nerfdiff-image", "--data", str(inputs["photo"])]
     if bad == "mask":
         args += ["--mask", str(inputs["corrupt_mask"])]
     proc = run(args, tmp_path, timeout=600)
     assert proc.returncode != 0
-    needle = str(inputs["corrupt_mask"]) if bad == "mask" else str(inputs["missing_bundle"])
+    needle = {"mask": str(inputs["corrupt_mask"]), "bundle": str(inputs["missing_bundle"]),
+              "gamma": "--pipeline.ngd.guidance-gamma -3.0: must be >= 0"}[bad]
     assert_clean_error(proc.stderr, "ns-train: error:", needle)
     assert not list((tmp_path / "o").rglob("*.ckpt"))

@@ -106,6 +106,10 @@ def read_camera_file(path: Optional[Path]) -> dict:
     unknown = set(spec) - CAMERA_KEYS
     if unknown:
         raise DataError(path, f"unknown keys {sorted(unknown)} in the camera file", CAMERA_FILE_HELP)
+    elevation = spec.get("elevation_degrees")
+    if isinstance(elevation, (int, float)) and not -90.0 < elevation < 90.0:
+        raise DataError(path, f"elevation_degrees {elevation} is not above or below the object's horizon",
+                        "give degrees in (-90, 90)")
     return spec
 
 
@@ -169,7 +173,7 @@ class SingleImageDataParser(DataParser):
 
     def _prepare(self, path: Path, spec: dict) -> "PreparedPhoto":
         """Run the preparation once and write its files into the cache (the datamanager reads the image from disk)."""
-        from nerfdiff_ns.data.prepare import prepare_photo, write_prepared
+        from nerfdiff_ns.data.prepare import PREPARATION_VERSION, prepare_photo, write_prepared
 
         if self.prepared is not None:
             return self.prepared
@@ -188,7 +192,7 @@ class SingleImageDataParser(DataParser):
         for part in (path, cfg.mask):
             if part is not None:
                 digest.update(Path(part).read_bytes())
-        digest.update(repr((framing, cfg.segmentation)).encode())
+        digest.update(repr((framing, cfg.segmentation, PREPARATION_VERSION)).encode())
         folder = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
         files = write_prepared(prepared, folder / f"{path.stem}-{digest.hexdigest()[:12]}", stem=path.stem)
         self.prepared, self.prepared_files = prepared, files
@@ -202,8 +206,12 @@ class SingleImageDataParser(DataParser):
         return prepared
 
     def input_view(self) -> InputView:
+        from nerfdiff_ns.data.prepare import check_elevation, check_fill
+
         cfg = self.config
         path = self._check_image()
+        check_elevation(cfg.elevation_degrees)  # the flags, before any work
+        check_fill(cfg.fill)
         cams, _, _ = _bundle_cameras(cfg.bundle)
         spec = read_camera_file(cfg.camera_file)
         prepared = self._prepare(path, spec) if cfg.prepare else None

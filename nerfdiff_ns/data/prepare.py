@@ -30,6 +30,7 @@ from PIL import Image
 from nerfdiff_ns.data.errors import DataError
 from nerfdiff_ns.data.images import load_channels
 from nerfdiff_ns.data.segment import Segmentation, segment
+from nerfdiff_ns.errors import FlagError
 
 __all__ = ["Framing", "PreparedPhoto", "prepare_photo", "write_prepared", "TYPICAL_FILL_OF_SPHERE"]
 
@@ -61,6 +62,9 @@ class Framing:
     elevation_range_degrees: tuple[float, float] = (-10.0, 60.0)
     fill: Optional[float] = None
     """Override of the object's longest side as a share of the frame (default: the training data's)."""
+
+    def __post_init__(self) -> None:
+        check_fill(self.fill)
 
     @property
     def sphere_fill(self) -> float:
@@ -175,6 +179,24 @@ def _resample(channels: np.ndarray, fill_value: np.ndarray, box: tuple[float, fl
     return np.clip(out, 0.0, 1.0)
 
 
+PREPARATION_VERSION = 2
+"""Part of the prepared-photo cache key: bump it when the preparation's output changes for the same photo
+(2: the segmentation keeps thin parts and large see-through gaps), so ns-train does not reuse stale files."""
+
+
+def check_fill(fill: Optional[float]) -> None:
+    """``--fill`` beyond [0.05, 1] would crop the object (above 1) or shrink it to a few pixels."""
+    if fill is not None and not 0.05 <= fill <= 1.0:
+        raise FlagError(f"--fill must be in [0.05, 1] (the object's longest side as a share of the frame), got {fill}")
+
+
+def check_elevation(elevation_degrees: Optional[float]) -> None:
+    """An elevation at or past the poles is not a camera above the object's horizon."""
+    if elevation_degrees is not None and not -90.0 < elevation_degrees < 90.0:
+        raise FlagError(f"--elevation-degrees must lie in (-90, 90) (degrees above the object's horizon), "
+                        f"got {elevation_degrees}")
+
+
 def prepare_photo(
     path: Union[str, Path],
     framing: Framing,
@@ -188,6 +210,7 @@ def prepare_photo(
         DataError: the image or mask is missing or unreadable, the mask has another size, or no
             object is found.
     """
+    check_elevation(elevation_degrees)
     path = Path(path)
     bg = np.asarray(framing.background, np.float32)
     arr = load_channels(path, exif_transpose=True)

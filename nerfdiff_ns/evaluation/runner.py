@@ -14,6 +14,7 @@ from nerfdiff_ns.evaluation.report import write_summary
 from nerfdiff_ns.evaluation.scoring import evaluate_object
 from nerfdiff_ns.lr_decay import check_final_factor
 from nerfdiff_ns.metrics import MetricSuite
+from nerfdiff_ns.ngd import check_ngd_config
 
 
 def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
@@ -32,6 +33,7 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
         raise FlagError("--video-frames must be >= 1 (or pass --no-videos)")
     if cfg.lr_final_factor is not None:
         check_final_factor(cfg.lr_final_factor, "--lr-final-factor")
+    check_ngd_config(cfg.ngd, "--ngd.")
     device = resolve_device(cfg.device)
     bundle = load_bundle(cfg.bundle)  # fail early, with the bundle's own message
     needs_cdm = [m for m in cfg.methods if m in ("ngd", "cdm-only", "sample-then-fit", "sds")]

@@ -16,7 +16,16 @@ from typing import Annotated, Literal, Optional, Union
 import torch
 import tyro
 
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.export.gaussians import FitConfig
+
+
+def check_video_length(seconds: float, fps: int, flag: str) -> None:
+    """A video needs a positive length and frame rate."""
+    if seconds <= 0:
+        raise FlagError(f"{flag} {seconds}: a video length, must be > 0")
+    if fps < 1:
+        raise FlagError(f"--fps {fps}: must be >= 1")
 
 
 @dataclass
@@ -33,8 +42,8 @@ class ExportMesh:
     """Iso-level of the surface (default: calibrated so the mesh's silhouettes match the NeRF's accumulation > 0.5)."""
     min_component_fraction: float = 0.01
     """Drop connected pieces with fewer than this fraction of the faces (floaters); 0 keeps everything."""
-    device: str = "auto"
-    """cuda, cpu, or auto."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = cuda when available."""
 
     def main(self) -> dict:
         from nerfdiff_ns.export.density import default_grid_resolution
@@ -43,6 +52,13 @@ class ExportMesh:
 
         if self.output_path.suffix.lower() not in MESH_SUFFIXES:
             raise ExportError(self.output_path, f"has suffix {self.output_path.suffix!r}", f"use one of {', '.join(MESH_SUFFIXES)}")
+        if self.resolution is not None and self.resolution < 8:
+            raise FlagError(f"--resolution {self.resolution}: marching cubes needs at least 8 grid points per axis "
+                            "(leave it unset for 2x the triplane's resolution, at least 64)")
+        if not 0.0 <= self.min_component_fraction < 1.0:
+            raise FlagError(f"--min-component-fraction {self.min_component_fraction}: a share of the faces, in [0, 1)")
+        if self.density_threshold is not None and self.density_threshold <= 0:
+            raise FlagError(f"--density-threshold {self.density_threshold}: a density, must be > 0")
         start = time.perf_counter()
         run = load_run(self.load_config, self.device)
         loaded = time.perf_counter()
@@ -75,8 +91,8 @@ class ExportGaussians:
     """Also write an orbit video of the Gaussians here (.mp4)."""
     video_seconds: float = 4.0
     """Length of the orbit video."""
-    device: str = "auto"
-    """cuda, cpu, or auto."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = cuda when available."""
     fit: Annotated[FitConfig, tyro.conf.arg(name="")] = field(default_factory=FitConfig)
 
     def main(self) -> dict:
@@ -87,6 +103,9 @@ class ExportGaussians:
 
         if self.output_path.suffix.lower() != ".ply":  # fail before minutes of fitting, not after
             raise ExportError(self.output_path, "is not a .ply path", "name the Gaussian output e.g. splat.ply")
+        self.fit.check()
+        if self.video is not None:
+            check_video_length(self.video_seconds, 24, "--video-seconds")
         start = time.perf_counter()
         run = load_run(self.load_config, self.device)
         loaded = time.perf_counter()
@@ -134,6 +153,12 @@ class RenderVideo:
         from nerfdiff_ns.export.splat_ply import read_splat_ply
         from nerfdiff_ns.export.view_splat import orbit_frames
 
+        check_video_length(self.seconds, self.fps, "--seconds")
+        for flag, value in (("--resolution", self.resolution), ("--distance", self.distance)):
+            if value is not None and value <= 0:
+                raise FlagError(f"{flag} {value}: must be > 0")
+        if self.fov_degrees is not None and not 0.0 < self.fov_degrees < 180.0:
+            raise FlagError(f"--fov-degrees {self.fov_degrees}: must lie in (0, 180)")
         compat.use_bundled_ffmpeg()
         cloud = read_splat_ply(self.splat_path)
         frames = orbit_frames(cloud, max(1, round(self.seconds * self.fps)), self.resolution, self.elevation_degrees,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfdiff_ns.data.cameras import azimuth_elevation, orbit_pose
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.export import ExportError
 from nerfdiff_ns.export.density import density_grid, query_field
 from nerfdiff_ns.export.rasterize import Backend, rasterize
@@ -61,6 +62,23 @@ class FitConfig:
     """auto (gsplat on CUDA, else the CPU fallback), gsplat, or torch."""
     progress: bool = True
     """Show a progress bar while refining."""
+
+    def check(self) -> None:
+        """Refuse settings that cannot fit (before the run loads); each error names its flag."""
+        at_least = {"max-gaussians": (self.max_gaussians, 1), "num-views": (self.num_views, 1),
+                    "num-holdout-views": (self.num_holdout_views, 1), "steps": (self.steps, 0),
+                    "views-per-step": (self.views_per_step, 1), "init-resolution": (self.init_resolution, 2),
+                    "resolution": (self.resolution, 1)}
+        for flag, (value, low) in at_least.items():
+            if value is not None and value < low:
+                raise FlagError(f"--{flag} {value}: must be >= {low}")
+        if not 0.0 < self.min_cell_alpha < 1.0:
+            raise FlagError(f"--min-cell-alpha {self.min_cell_alpha}: an opacity, must lie in (0, 1)")
+        for flag in ("lr_means", "lr_scales", "lr_quats", "lr_opacities", "lr_colors"):
+            if getattr(self, flag) <= 0:
+                raise FlagError(f"--{flag.replace('_', '-')} {getattr(self, flag)}: a learning rate, must be > 0")
+        if self.alpha_weight < 0:
+            raise FlagError(f"--alpha-weight {self.alpha_weight}: must be >= 0 (0 turns the alpha loss off)")
 
 
 @dataclass
