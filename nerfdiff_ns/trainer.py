@@ -10,14 +10,17 @@
   copied into the run's output folder, ``<base_dir>/prepared/``, so the run records what it saw.
 * ``<base_dir>/camera_paths/orbit.json``: an orbit around the object starting at the input view,
   for ``ns-render camera-path`` (``nerfdiff_ns/camera_path.py`` says why not ``ns-render spiral``).
+* ns-train writes ``config.yml`` before the trainer exists; a run refused for bad input (a flag, the photo,
+  the bundle) would leave a folder holding only that file. Such a folder is removed with the error.
 """
 
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Type
+from typing import Iterator, Literal, Optional, Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
@@ -46,10 +49,35 @@ def schedule_iterations(config: TrainerConfig) -> int:
     return ngd.total_iters(len(ngd_step_timesteps(ngd, load_bundle(bundle).load_train_scheduler())))
 
 
+@contextmanager
+def discard_refused_run(base_dir: Path) -> Iterator[None]:
+    """On a user error (bad flag, photo or bundle), remove ``base_dir`` if it holds nothing but ns-train's
+    ``config.yml`` (and its now empty parents below the output folder), then let the error through."""
+    try:
+        yield
+    except Exception as exc:
+        from nerfdiff_ns.cli import is_user_error
+
+        base_dir = Path(base_dir)
+        if is_user_error(exc) and base_dir.is_dir() and [p.name for p in base_dir.iterdir()] == ["config.yml"]:
+            shutil.rmtree(base_dir)
+            for parent in list(base_dir.parents)[:2]:  # <method>/ and <experiment>/, if this run was all they held
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+        raise
+
+
 class NerfDiffTrainer(Trainer):
     config: NerfDiffTrainerConfig
 
     def __init__(self, config: NerfDiffTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        with discard_refused_run(config.get_base_dir()):
+            self._configure(config)
+        super().__init__(config, local_rank, world_size)
+
+    @staticmethod
+    def _configure(config: NerfDiffTrainerConfig) -> None:
+        """Check the flags and derive the run length and the rate decay from the NGD schedule."""
         ngd = getattr(config.pipeline, "ngd", None)
         if ngd is not None:  # bad --pipeline.ngd.* flags fail before the bundle loads
             from nerfdiff_ns.ngd import check_ngd_config
@@ -58,10 +86,10 @@ class NerfDiffTrainer(Trainer):
         if config.max_num_iterations < 0:
             config.max_num_iterations = max(1, schedule_iterations(config))
         fill_final_decay(config.optimizers, config.max_num_iterations, ngd.final_iters if ngd is not None else 0)
-        super().__init__(config, local_rank, world_size)
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
-        super().setup(test_mode)
+        with discard_refused_run(self.base_dir):
+            super().setup(test_mode)
         self.orbit_path: Optional[Path] = None
         if self.local_rank == 0:
             self.save_prepared_input()

@@ -231,3 +231,4 @@ def test_ns_train_prints_one_paragraph(bad: str, inputs: dict[str, Path], tmp_pa
               "gamma": "--pipeline.ngd.guidance-gamma -3.0: must be >= 0"}[bad]
     assert_clean_error(proc.stderr, "ns-train: error:", needle)
     assert not list((tmp_path / "o").rglob("*.ckpt"))
+    assert not list((tmp_path / "o").rglob("*")), "a refused run leaves no folder behind (ns-train wrote config.yml first)"
