@@ -5,7 +5,7 @@ source, render the whole target view at ``render_resolution`` and take
 
     L = ||render_t - I_t||^2 [+ w_s ||render_s - I_s||^2] + lambda * L_diffusion(CDM | render_t, I_s).
 
-With ``cdm.enabled False`` this is plain feed-forward NeRF training. With ``--freeze-nerf`` (a CDM-only
+With ``--cdm.no-enabled`` this is plain feed-forward NeRF training. With ``--freeze-nerf`` (a CDM-only
 stage, usually after ``--init-from``) the frozen NeRF's renders are computed once into a render cache
 and every step trains the UNet alone.
 
@@ -73,9 +73,9 @@ def entrypoint() -> None:
     cfg = parse_config()
     check_flags(cfg)  # before the run folder is written
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg)  # a refused resume (other architecture, bad data) leaves the run's config as it was
     if int(os.environ.get("RANK", "0")) == 0:
         (Path(cfg.output_dir) / "pretrain_config.json").write_text(config_to_json(cfg))
-    trainer = Trainer(cfg)
     try:
         stats = trainer.run()
     finally:

@@ -44,9 +44,16 @@ def schedule_iterations(config: TrainerConfig) -> int:
     if ngd.mode == "feed-forward" or bundle is None:
         return ngd.total_iters()
     from nerfdiff_ns.bundle import load_bundle
+    from nerfdiff_ns.errors import FlagError
     from nerfdiff_ns.ngd import ngd_step_timesteps
 
-    return ngd.total_iters(len(ngd_step_timesteps(ngd, load_bundle(bundle).load_train_scheduler())))
+    loaded = load_bundle(bundle)
+    if not loaded.config.has_cdm and ngd.mode != "input-only":
+        raise FlagError(f"{bundle} is a NeRF-only bundle (no diffusion model), which --pipeline.ngd.mode {ngd.mode} "
+                        "needs: pass --pipeline.ngd.mode feed-forward or input-only, or a bundle with a CDM")
+    if not loaded.config.has_cdm:  # input-only: without the CDM's noise schedule, the full K steps' budget
+        return ngd.total_iters()
+    return ngd.total_iters(len(ngd_step_timesteps(ngd, loaded.load_train_scheduler())))
 
 
 @contextmanager

@@ -9,8 +9,10 @@ code path in-process (cheap); every console script and ns-train run once or twic
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -213,7 +215,7 @@ def test_export_cli_missing_run(tmp_path: Path) -> None:
     assert_clean_error(proc.stderr, "nerfdiff-export: error:", str(missing), "not found")
 
 
-@pytest.mark.parametrize("bad", ["mask", "bundle", "gamma"])
+@pytest.mark.parametrize("bad", ["mask", "bundle", "gamma", "nerf-only"])
 def test_ns_train_prints_one_paragraph(bad: str, inputs: dict[str, Path], tmp_path: Path) -> None:
     """ns-train with our method: a corrupt mask (DataError), a missing bundle (BundleError) or a negative
     guidance strength (FlagError, which would otherwise unpin every step and silently run 450 iterations)."""
@@ -222,13 +224,21 @@ def test_ns_train_prints_one_paragraph(bad: str, inputs: dict[str, Path], tmp_pa
         args += ["--pipeline.model.bundle", str(inputs["missing_bundle"])]
     if bad == "gamma":
         args += ["--pipeline.ngd.guidance-gamma", "-3"]
+    if bad == "nerf-only":  # the shipped bundle without its CDM, as `nerfdiff-pretrain --cdm.no-enabled` writes one
+        nerf_only = tmp_path / "nerf_only"
+        nerf_only.mkdir()
+        config = json.loads((SHIPPED / "config.json").read_text())
+        (nerf_only / "config.json").write_text(json.dumps({**config, "has_cdm": False}))
+        shutil.copy(SHIPPED / "nerf.safetensors", nerf_only / "nerf.safetensors")
+        args += ["--pipeline.model.bundle", str(nerf_only)]
     args += ["nerfdiff-image", "--data", str(inputs["photo"])]
     if bad == "mask":
         args += ["--mask", str(inputs["corrupt_mask"])]
     proc = run(args, tmp_path, timeout=600)
     assert proc.returncode != 0
     needle = {"mask": str(inputs["corrupt_mask"]), "bundle": str(inputs["missing_bundle"]),
-              "gamma": "--pipeline.ngd.guidance-gamma -3.0: must be >= 0"}[bad]
+              "gamma": "--pipeline.ngd.guidance-gamma -3.0: must be >= 0",
+              "nerf-only": "is a NeRF-only bundle (no diffusion model), which --pipeline.ngd.mode ngd needs"}[bad]
     assert_clean_error(proc.stderr, "ns-train: error:", needle)
     assert not list((tmp_path / "o").rglob("*.ckpt"))
     assert not list((tmp_path / "o").rglob("*")), "a refused run leaves no folder behind (ns-train wrote config.yml first)"

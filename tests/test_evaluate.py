@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nerfdiff_ns.bundle import load_bundle
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.metrics import MetricSuite, laplacian_energy, mse_to_psnr, ms_ssim_min_size, psnr, sharpness_ratio
 from nerfdiff_ns.ngd import NGDConfig, ngd_step_timesteps
 
@@ -268,6 +269,37 @@ def test_resume_skips_objects_that_are_done(full_run) -> None:
     result = run_evaluation(parse_args(args))
     assert result["evaluated"] == [] and result["skipped"] == ["900", "901"]
     assert [p.stat().st_mtime_ns for p in paths] == before
+    # the same folder with other settings is refused, not reported as done with the old results
+    with pytest.raises(FlagError, match=r"900\.json was evaluated with other settings.*--overwrite"):
+        run_evaluation(parse_args([*args, "--input-view-weight", "3"]))
+    assert [p.stat().st_mtime_ns for p in paths] == before
+
+
+def _record(folder: Path, object_id: str, settings: dict, methods: dict) -> None:
+    from nerfdiff_ns.evaluation.config import RESULT_FORMAT
+
+    (folder / "objects").mkdir(parents=True, exist_ok=True)
+    (folder / "objects" / f"{object_id}.json").write_text(json.dumps(
+        {"format": RESULT_FORMAT, "object_id": object_id, "settings": settings, "methods": methods}))
+
+
+def test_merge_joins_methods_of_one_setting_and_refuses_two(tmp_path: Path) -> None:
+    from nerfdiff_ns.evaluation.config import MergeConfig
+    from nerfdiff_ns.evaluation.report import load_records
+    from nerfdiff_ns.evaluation.runner import run_merge
+
+    ngd, ablation = {"ngd": {"metrics": {"psnr": 16.0}}}, {"input-only": {"metrics": {"psnr": 12.0}}}
+    _record(tmp_path / "a", "900", {"bundle": "b1"}, ngd)
+    _record(tmp_path / "b", "900", {"bundle": "b1"}, ablation)
+    assert set(load_records([tmp_path / "a", tmp_path / "b"])["900"]["methods"]) == {"ngd", "input-only"}
+    _record(tmp_path / "c", "900", {"bundle": "b2"}, ablation)
+    with pytest.raises(FlagError, match=r"object 900 was evaluated with different settings in .*a/objects/900\.json"):
+        load_records([tmp_path / "a", tmp_path / "c"])
+    with pytest.raises(FlagError, match=r"no_such_run is not a nerfdiff-eval output folder"):
+        run_merge(MergeConfig(inputs=(tmp_path / "no_such_run",)))
+    (tmp_path / "empty" / "objects").mkdir(parents=True)
+    with pytest.raises(FlagError, match=r"merge: no nerfdiff-eval object results"):
+        run_merge(MergeConfig(inputs=(tmp_path / "empty",)))
 
 
 def test_shards_merge_to_the_unsharded_summary(full_run, tiny_bundle, tmp_path: Path) -> None:

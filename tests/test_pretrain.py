@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from nerfdiff_ns.data.errors import DataError
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.nerf.image_nerf import SourceView
 from nerfdiff_ns.pretrain import JointModel, Trainer, parse_config
 
@@ -283,7 +285,7 @@ def test_non_finite_steps_are_skipped_then_stop(tiny_data, tmp_path, monkeypatch
     assert trainer.train_step() is not None                # step 5
     assert (trainer.bad_steps, trainer.skipped_steps) == (0, 3)
     assert trainer.train_step() is None and trainer.train_step() is None  # steps 6, 7
-    with pytest.raises(FloatingPointError, match=r"3 consecutive non-finite .*--max-bad-steps 3.*--learning-rate"):
+    with pytest.raises(FlagError, match=r"3 consecutive non-finite .*--max-bad-steps 3.*--learning-rate"):
         trainer.train_step()                               # step 8: third in a row
     assert trainer.skipped_steps == 6
 
@@ -291,6 +293,29 @@ def test_non_finite_steps_are_skipped_then_stop(tiny_data, tmp_path, monkeypatch
     assert [r["step"] for r in records if r.get("skipped")] == [2, 4, 5, 7, 8]
     assert {r["reason"] for r in records if r.get("skipped")} == {f"non-finite {mode}"}  # the right guard fired
     assert [r["step"] for r in records if not r.get("skipped")] == [1, 3, 6]
+
+
+def test_diverged_weights_are_never_saved(tiny_data, tmp_path):
+    """Non-finite weights (a learning rate far too high) stop the run at the checkpoint instead of replacing the
+    last good checkpoint and bundle."""
+    trainer = Trainer(make_cfg(tiny_data, tmp_path, "--steps", "2", "--steps-per-checkpoint", "1"))
+    trainer.train_step()
+    trainer.save()
+    good = sorted((tmp_path / "checkpoints").glob("*.pt"))
+    bundle = (tmp_path / "bundle" / "nerf.safetensors").read_bytes()
+    with torch.no_grad():
+        next(trainer.nerf.parameters()).fill_(float("nan"))
+    trainer.step += 1
+    with pytest.raises(FlagError, match=r"NeRF weights are no longer finite at step 2.*--learning-rate"):
+        trainer.save()
+    assert sorted((tmp_path / "checkpoints").glob("*.pt")) == good
+    assert (tmp_path / "bundle" / "nerf.safetensors").read_bytes() == bundle
+
+
+@pytest.mark.parametrize("flag, value", [("--learning-rate", "nan"), ("--learning-rate", "0"), ("--cdm.learning-rate", "-1")])
+def test_learning_rates_are_checked(tiny_data, tmp_path, flag, value):
+    with pytest.raises(FlagError, match=rf"{flag} .*: a learning rate must be a finite number > 0"):
+        Trainer(make_cfg(tiny_data, tmp_path, flag, value))
 
 
 def test_skipped_last_step_still_checkpoints(tiny_data, tmp_path, monkeypatch):
@@ -388,7 +413,7 @@ def trained_run(tiny_data, tmp_path) -> Path:
     ],
 )
 def test_resume_with_another_architecture(tiny_data, trained_run, flags, named):
-    with pytest.raises(RuntimeError, match="--no-resume") as info:
+    with pytest.raises(FlagError, match="--no-resume") as info:
         Trainer(make_cfg(tiny_data, trained_run, *flags))
     message = str(info.value)
     assert "--output-dir" in message and named in message and "step-000000003.pt" in message
@@ -400,10 +425,23 @@ def test_resume_with_other_training_settings(tiny_data, trained_run):
     assert trainer.step == 3  # learning rates and loss weights may change between runs
 
 
+def test_corrupt_val_image_fails_before_training(tiny_data, tmp_path):
+    """The periodic evaluation's objects are read when the run starts, not 250 steps in."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    bad = sorted((data / "val").glob("*/rgb/*.png"))[0]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match=rf"{bad.name}.*could not read image"):
+        Trainer(make_cfg(data, tmp_path / "run", "--steps-per-eval", "250"))
+    assert Trainer(make_cfg(data, tmp_path / "run2", "--steps-per-eval", "0")).step == 0  # no evaluation: not read
+
+
 def test_resume_from_corrupt_checkpoint(tiny_data, trained_run):
     bad = trained_run / "checkpoints" / "step-000000004.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match=r"(?s)step-000000004\.pt could not be read.*delete it"):
+    with pytest.raises(DataError, match=r"(?s)step-000000004\.pt: checkpoint could not be read.*delete it"):
         Trainer(make_cfg(tiny_data, trained_run))
 
 

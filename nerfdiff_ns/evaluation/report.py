@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from nerfdiff_ns.data.errors import DataError
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.evaluation.config import ALL_METHODS, FORMAT_VERSION, RESULT_FORMAT, SUMMARY_FORMAT
 from nerfdiff_ns.evaluation.paired import lead_differences, lead_markdown, paired_differences, paired_markdown
 from nerfdiff_ns.metrics import HIGHER_IS_BETTER, METRICS
@@ -55,18 +57,18 @@ def write_video(path: Path, frames: torch.Tensor, fps: int, min_size: int) -> Pa
     return path
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf -> null, tuples -> lists, paths -> str (strict JSON)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
+        return json_safe(value.item())
     return value
 
 
@@ -74,7 +76,7 @@ def write_json(path: Path, data: Any) -> None:
     """Atomic write: a crash never leaves a half-written JSON (which resume would then skip)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False))
+    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False))
     os.replace(tmp, path)
 
 
@@ -110,22 +112,33 @@ def comparison_grid(input_image: torch.Tensor, gt: torch.Tensor, renders: Dict[s
 
 
 def load_records(dirs: Sequence[Path]) -> Dict[str, Dict[str, Any]]:
-    """Every ``objects/*.json`` of the given output folders, by object id (a later folder wins on duplicates)."""
+    """Every ``objects/*.json`` of the given output folders, by object id. An object in several folders is one
+    record with the union of its methods (a later folder wins per method), and only when it was evaluated with
+    the same settings: results from another bundle or other flags are refused, not silently replaced."""
     records: Dict[str, Dict[str, Any]] = {}
+    where: Dict[str, Path] = {}
     for d in dirs:
         folder = Path(d) / "objects"
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} does not exist: is {d} a nerfdiff-eval output folder?")
+            raise FlagError(f"{d} is not a nerfdiff-eval output folder (it has no objects/ folder): pass the "
+                            "--output-dir of nerfdiff-eval runs")
         for path in sorted(folder.glob("*.json")):
             if path.name.startswith("."):
                 continue
             try:
                 data = json.loads(path.read_text())
             except (json.JSONDecodeError, OSError) as err:
-                raise ValueError(f"{path} is not valid JSON ({err}); delete it to re-evaluate that object") from err
+                raise DataError(path, f"not valid JSON ({err})", "delete it to re-evaluate that object") from err
             if data.get("format") != RESULT_FORMAT:
                 continue
-            records[str(data["object_id"])] = data
+            key = str(data["object_id"])
+            if key in records:
+                if records[key].get("settings") != data.get("settings"):
+                    raise FlagError(f"object {key} was evaluated with different settings in {where[key]} and {path} "
+                                    "(bundle or flags; compare their \"settings\"): merge runs of one setting, or "
+                                    "compare two runs with benchmarks/pair_runs.py")
+                data = {**records[key], **data, "methods": {**records[key]["methods"], **data.get("methods", {})}}
+            records[key], where[key] = data, path
     return records
 
 

@@ -10,8 +10,8 @@ from typing import Any, Dict
 from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.evaluation.config import ALL_METHODS, EvalConfig, MergeConfig
 from nerfdiff_ns.evaluation.objects import list_objects, resolve_device, select_objects
-from nerfdiff_ns.evaluation.report import write_summary
-from nerfdiff_ns.evaluation.scoring import evaluate_object
+from nerfdiff_ns.evaluation.report import json_safe, load_records, write_summary
+from nerfdiff_ns.evaluation.scoring import evaluate_object, settings_of
 from nerfdiff_ns.lr_decay import check_final_factor
 from nerfdiff_ns.metrics import MetricSuite
 from nerfdiff_ns.ngd import check_ngd_config
@@ -54,7 +54,11 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
         for _, obj in objects:
             path = out / "objects" / f"{obj.name}.json"
             if path.is_file() and not cfg.overwrite:
-                done = set(json.loads(path.read_text()).get("methods", {}))
+                previous = json.loads(path.read_text())
+                if previous.get("settings") != json.loads(json.dumps(json_safe(settings_of(cfg, device)))):
+                    raise FlagError(f"{path} was evaluated with other settings (bundle or flags; see its \"settings\"): "
+                                    "pass --overwrite to re-evaluate, or use another --output-dir")
+                done = set(previous.get("methods", {}))
                 missing = [m for m in cfg.methods if m not in done]
                 if missing:
                     console.print(f"[yellow]{path} exists without {missing}: skipped (use --overwrite or another --output-dir)")
@@ -82,6 +86,8 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
 def run_merge(cfg: MergeConfig) -> Dict[str, Any]:
     if not cfg.inputs:
         raise FlagError("merge: pass at least one nerfdiff-eval output folder")
+    if not load_records(list(cfg.inputs)):
+        raise FlagError(f"merge: no nerfdiff-eval object results in {', '.join(map(str, cfg.inputs))} (objects/*.json)")
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(cfg.inputs[0])
     out.mkdir(parents=True, exist_ok=True)
     return write_summary(out, list(cfg.inputs))

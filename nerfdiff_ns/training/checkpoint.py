@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nerfdiff_ns.data.errors import DataError
+
 CHECKPOINT_GLOB = "step-*.pt"
 
 
@@ -69,7 +71,5 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise RuntimeError(
-            f"checkpoint {path} could not be read ({err}). It is corrupt or from another version: delete it to "
-            "resume from the previous one, or start a fresh run with a new --output-dir."
-        ) from err
+        raise DataError(path, f"checkpoint could not be read ({err}); it is corrupt or from another version",
+                        "delete it to resume from the previous one, or start a fresh run with a new --output-dir") from err

@@ -41,6 +41,10 @@ def check_flags(cfg: PretrainConfig) -> None:
     folder is written; each error names its flag."""
     check_lr_schedule(cfg.lr_schedule, cfg.lr_min_factor)
     check_augmentations(cfg.augment)
+    for flag, rate in (("--learning-rate", cfg.learning_rate), ("--cdm.learning-rate", cfg.cdm.learning_rate)):
+        if not (math.isfinite(rate) and rate > 0):
+            raise FlagError(f"{flag} {rate}: a learning rate must be a finite number > 0 (the tiny preset uses 1e-3 "
+                            "for the NeRF and 3e-4 for the CDM)")
     if cfg.loader_workers < 0:
         raise FlagError(f"--loader-workers {cfg.loader_workers}: give 0 (batches built in the training process) "
                         "or a number of worker processes")
@@ -48,7 +52,8 @@ def check_flags(cfg: PretrainConfig) -> None:
         cfg.cdm.timestep_sampler()  # validates --cdm.timestep-*
         cfg.cdm.check_render_start()
     elif cfg.freeze_nerf:
-        raise FlagError("--freeze-nerf trains only the CDM: it needs --cdm.enabled True.")
+        raise FlagError("--freeze-nerf trains only the CDM, which --cdm.no-enabled turns off: drop one of the two "
+                        "(--cdm.enabled is the default)")
     if cfg.init_cdm_from is not None and cfg.init_from is None:
         raise FlagError("--init-cdm-from takes the CDM from a bundle while --init-from gives the NeRF: pass "
                         "--init-from too (the bundle whose NeRF starts this run)")
@@ -75,6 +80,9 @@ class Trainer(RunPersistence):
         self.val_dataset = None
         if (Path(cfg.data) / "val").is_dir():
             self.val_dataset = MultiViewDataset.from_split(cfg.data, "val", background=cfg.nerf.background)
+            if cfg.steps_per_eval > 0:  # a corrupt val image fails now, not at the first evaluation
+                for idx in range(min(cfg.num_eval_objects, len(self.val_dataset))):
+                    self.val_dataset.load_object(idx)
         self.cameras = estimate_camera_distribution(self.dataset)
         self.nerf = ImageConditionedNeRF(cfg.nerf, device=self.device)
         self.cdm = self.scheduler = self.ema = None
@@ -127,7 +135,7 @@ class Trainer(RunPersistence):
             if self.writer:
                 self.writer.add_scalar("train/skipped_nonfinite", self.skipped_steps, self.step)
         if self.bad_steps >= self.cfg.max_bad_steps:
-            raise FloatingPointError(
+            raise FlagError(
                 f"{self.bad_steps} consecutive non-finite losses or gradients at step {self.step} (limit "
                 f"--max-bad-steps {self.cfg.max_bad_steps}). Lower --learning-rate or --cdm.learning-rate, disable "
                 "--mixed-precision, or resume from an earlier checkpoint."

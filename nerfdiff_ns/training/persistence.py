@@ -12,7 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nerfdiff_ns.bundle import BundleConfig, save_bundle
+from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.training import checkpoint as ckpt
 from nerfdiff_ns.training.config import RESOLUTION_KEYS, architecture_differences, config_to_json
 
@@ -37,6 +40,13 @@ class RunPersistence:
     def save(self) -> None:
         if not self.dist.is_main:
             return
+        broken = [name for name, module in (("NeRF", self.nerf), ("CDM", self.cdm)) if module is not None
+                  and not all(bool(torch.isfinite(p).all()) for p in module.parameters())]
+        if broken:  # keep the last good checkpoint and bundle instead of replacing them with NaNs
+            raise FlagError(
+                f"the {' and '.join(broken)} weights are no longer finite at step {self.step}: training diverged, and "
+                f"nothing was saved for this step (the checkpoints in {self.ckpt_dir} are from before). Lower "
+                "--learning-rate or --cdm.learning-rate and run again: it resumes from the latest checkpoint.")
         ckpt.atomic_torch_save(self.state(), self.ckpt_dir / f"step-{self.step:09d}.pt")
         ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
         self.export_bundle()
@@ -110,7 +120,7 @@ class RunPersistence:
         state = ckpt.load_checkpoint(path)
         diffs = architecture_differences(state["config"], self.cfg) if "config" in state else []
         if diffs:
-            raise RuntimeError(
+            raise FlagError(
                 f"checkpoint {path} was trained with a different architecture ({'; '.join(diffs)}). Resume with the "
                 "same preset and flags, or pass --no-resume / a new --output-dir to start fresh."
             )
@@ -121,7 +131,7 @@ class RunPersistence:
                 self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as err:
-            raise RuntimeError(
+            raise FlagError(
                 f"checkpoint {path} does not match this configuration ({err}). Resume with the same preset and "
                 "flags, or pass --no-resume / a new --output-dir to start fresh."
             ) from err
