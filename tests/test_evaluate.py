@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from nerfdiff_ns.bundle import load_bundle
 from nerfdiff_ns.errors import FlagError
+from nerfdiff_ns.evaluation.report import GRID_HEADER_HEIGHT
 from nerfdiff_ns.metrics import MetricSuite, laplacian_energy, mse_to_psnr, ms_ssim_min_size, psnr, sharpness_ratio
 from nerfdiff_ns.ngd import NGDConfig, ngd_step_timesteps
 
@@ -234,8 +236,11 @@ def test_grid_videos_and_summary(full_run) -> None:
     assert rec["grid"]["columns"] == ["input", "ground truth", *METHODS] and len(rec["grid"]["rows"]) == 3
     with Image.open(out / "objects" / "900.png") as im:
         width, height = im.size
-    cell = 64  # 16 px views upscaled x4, 2 px gaps
-    assert (width, height) == (5 * cell + 4 * 2, 3 * cell + 2 * 2)
+        header = np.asarray(im.convert("L"))[:GRID_HEADER_HEIGHT]
+    cell = 64  # 16 px views upscaled x4, 2 px gaps, a label row on top
+    assert (width, height) == (5 * cell + 4 * 2, GRID_HEADER_HEIGHT + 2 + 3 * cell + 2 * 2)
+    for j in range(5):  # every column has its label: dark text on the white band
+        assert header[:, j * (cell + 2) : j * (cell + 2) + cell].min() < 128
     for method in ("feed-forward", "ngd"):
         video = out / "videos" / f"900_{method}.mp4"
         assert rec["methods"][method]["video"] == f"videos/900_{method}.mp4"

@@ -108,7 +108,30 @@ def comparison_grid(input_image: torch.Tensor, gt: torch.Tensor, renders: Dict[s
         for j, image in enumerate(row):
             big = image.clamp(0, 1).repeat_interleave(factor, 0).repeat_interleave(factor, 1)
             canvas[i * (ch + gap) : i * (ch + gap) + ch, j * (cw + gap) : j * (cw + gap) + cw] = big
-    return canvas
+    header = column_header(["input", "ground truth", *renders], cw, gap)
+    return torch.cat([header, torch.full((gap, canvas.shape[1], 3), 0.5), canvas], 0)
+
+
+GRID_HEADER_HEIGHT = 14
+"""Pixels of the grid's label row (black text on white above each column)."""
+
+
+def column_header(labels: Sequence[str], cell_width: int, gap: int) -> torch.Tensor:
+    """``[GRID_HEADER_HEIGHT, W, 3]``: each label centred over its column, shrunk to fit the cell."""
+    import cv2
+
+    width = len(labels) * (cell_width + gap) - gap
+    band = np.ones((GRID_HEADER_HEIGHT, width, 3), np.float32)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for j, label in enumerate(labels):
+        scale = 0.35
+        (tw, th), _ = cv2.getTextSize(label, font, scale, 1)
+        if tw > cell_width - 8:  # a margin keeps neighbouring labels apart
+            scale *= (cell_width - 8) / tw
+            (tw, th), _ = cv2.getTextSize(label, font, scale, 1)
+        x = j * (cell_width + gap) + max(0, (cell_width - tw) // 2)
+        cv2.putText(band, label, (x, (GRID_HEADER_HEIGHT + th) // 2), font, scale, (0.0, 0.0, 0.0), 1, cv2.LINE_AA)
+    return torch.from_numpy(band)
 
 
 def load_records(dirs: Sequence[Path]) -> Dict[str, Dict[str, Any]]:
