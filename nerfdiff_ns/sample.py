@@ -47,7 +47,7 @@ class SampleConfig:
 
 def check_sample_config(cfg: SampleConfig) -> None:
     """Bad flags and a missing image fail before the bundle loads, naming this command's flags."""
-    from nerfdiff_ns.data.errors import DataError
+    from nerfdiff_ns.data.dataparsers import check_image_path
     from nerfdiff_ns.errors import FlagError
 
     if cfg.num_views < 1:
@@ -58,10 +58,7 @@ def check_sample_config(cfg: SampleConfig) -> None:
         raise FlagError(f"--cfg-scale {cfg.cfg_scale}: must be >= 0 (1 = off)")
     if not 0.0 < cfg.azimuth_spread_degrees <= 360.0:
         raise FlagError(f"--azimuth-spread-degrees {cfg.azimuth_spread_degrees}: must lie in (0, 360]")
-    if Path(cfg.image).is_dir():
-        raise DataError(cfg.image, "is a folder, not an image", "pass one PNG/JPG with --image")
-    if not Path(cfg.image).is_file():
-        raise DataError(cfg.image, "input image not found", "pass an existing PNG/JPG with --image")
+    check_image_path(cfg.image, "--image")
 
 
 def sample_views(cfg: SampleConfig) -> list[Path]:

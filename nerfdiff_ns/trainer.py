@@ -48,11 +48,11 @@ def schedule_iterations(config: TrainerConfig) -> int:
     from nerfdiff_ns.ngd import ngd_step_timesteps
 
     loaded = load_bundle(bundle)
-    if not loaded.config.has_cdm and ngd.mode != "input-only":
-        raise FlagError(f"{bundle} is a NeRF-only bundle (no diffusion model), which --pipeline.ngd.mode {ngd.mode} "
-                        "needs: pass --pipeline.ngd.mode feed-forward or input-only, or a bundle with a CDM")
-    if not loaded.config.has_cdm:  # input-only: without the CDM's noise schedule, the full K steps' budget
-        return ngd.total_iters()
+    if not loaded.config.has_cdm:
+        if ngd.mode != "input-only":
+            raise FlagError(f"{bundle} is a NeRF-only bundle (no diffusion model), which --pipeline.ngd.mode {ngd.mode} "
+                            "needs: pass --pipeline.ngd.mode feed-forward or input-only, or a bundle with a CDM")
+        return ngd.total_iters()  # without the CDM's noise schedule: the full K steps' budget
     return ngd.total_iters(len(ngd_step_timesteps(ngd, loaded.load_train_scheduler())))
 
 

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Type
+from typing import TYPE_CHECKING, Optional, Type, Union
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
@@ -113,6 +113,17 @@ def read_camera_file(path: Optional[Path]) -> dict:
     return spec
 
 
+def check_image_path(path: Union[str, Path], flag: str, folder_hint: str = "") -> Path:
+    """The input photo as a Path; a DataError naming ``flag`` (the command's own) when it is missing or a folder."""
+    path = Path(path)
+    if path.is_dir():
+        hint = f", or {folder_hint}" if folder_hint else ""
+        raise DataError(path, "is a folder, not an image", f"pass one PNG/JPG with {flag}{hint}")
+    if not path.is_file():
+        raise DataError(path, "input image not found", f"pass an existing PNG/JPG with {flag}")
+    return path
+
+
 def default_cache_dir() -> Path:
     """Where prepared photos go: $NERFDIFF_CACHE, else ~/.cache/nerfdiff (the temp folder if that is read-only)."""
     import tempfile
@@ -163,14 +174,6 @@ class SingleImageDataParser(DataParser):
     prepared_files: Optional[dict] = None
     """Paths of the written prepared image, mask, camera JSON and preview."""
 
-    def _check_image(self) -> Path:
-        path = Path(self.config.data)
-        if path.is_dir():
-            raise DataError(path, "is a folder, not an image", "pass one PNG/JPG with --data, or use the nerfdiff-srn-object dataparser")
-        if not path.is_file():
-            raise DataError(path, "input image not found", "pass an existing PNG/JPG with --data")
-        return path
-
     def _prepare(self, path: Path, spec: dict) -> "PreparedPhoto":
         """Run the preparation once and write its files into the cache (the datamanager reads the image from disk)."""
         from nerfdiff_ns.data.prepare import PREPARATION_VERSION, prepare_photo, write_prepared
@@ -209,7 +212,7 @@ class SingleImageDataParser(DataParser):
         from nerfdiff_ns.data.prepare import check_elevation, check_fill
 
         cfg = self.config
-        path = self._check_image()
+        path = check_image_path(cfg.data, "--data", "use the nerfdiff-srn-object dataparser")
         check_elevation(cfg.elevation_degrees)  # the flags, before any work
         check_fill(cfg.fill)
         cams, _, _ = _bundle_cameras(cfg.bundle)

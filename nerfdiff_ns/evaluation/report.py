@@ -254,8 +254,10 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(output_dir: Path, sources: Sequence[Path]) -> Dict[str, Any]:
-    summary = summarize(load_records(sources), sources)
+def write_summary(output_dir: Path, sources: Sequence[Path],
+                  records: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """summary.json and summary.md of ``sources`` (their ``records`` when the caller already loaded them)."""
+    summary = summarize(load_records(sources) if records is None else records, sources)
     write_json(Path(output_dir) / "summary.json", summary)
     (Path(output_dir) / "summary.md").write_text(summary_markdown(summary))
     return summary

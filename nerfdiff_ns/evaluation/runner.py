@@ -44,6 +44,7 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
     (out / "objects").mkdir(parents=True, exist_ok=True)
     suite = MetricSuite(device=device, lpips=cfg.lpips)
     console = Console(stderr=True)
+    settings = json_safe(settings_of(cfg, device))  # as each object's JSON holds them
     evaluated, skipped = [], []
     progress = Progress(
         TextColumn("[bold]nerfdiff-eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
@@ -55,7 +56,7 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
             path = out / "objects" / f"{obj.name}.json"
             if path.is_file() and not cfg.overwrite:
                 previous = json.loads(path.read_text())
-                if previous.get("settings") != json.loads(json.dumps(json_safe(settings_of(cfg, device)))):
+                if previous.get("settings") != settings:
                     raise FlagError(f"{path} was evaluated with other settings (bundle or flags; see its \"settings\"): "
                                     "pass --overwrite to re-evaluate, or use another --output-dir")
                 done = set(previous.get("methods", {}))
@@ -86,8 +87,9 @@ def run_evaluation(cfg: EvalConfig) -> Dict[str, Any]:
 def run_merge(cfg: MergeConfig) -> Dict[str, Any]:
     if not cfg.inputs:
         raise FlagError("merge: pass at least one nerfdiff-eval output folder")
-    if not load_records(list(cfg.inputs)):
+    records = load_records(list(cfg.inputs))
+    if not records:
         raise FlagError(f"merge: no nerfdiff-eval object results in {', '.join(map(str, cfg.inputs))} (objects/*.json)")
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(cfg.inputs[0])
     out.mkdir(parents=True, exist_ok=True)
-    return write_summary(out, list(cfg.inputs))
+    return write_summary(out, list(cfg.inputs), records)

@@ -20,12 +20,10 @@ from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.export.gaussians import FitConfig
 
 
-def check_video_length(seconds: float, fps: int, flag: str) -> None:
-    """A video needs a positive length and frame rate."""
+def check_video_seconds(seconds: float, flag: str) -> None:
+    """A video needs a positive length."""
     if seconds <= 0:
         raise FlagError(f"{flag} {seconds}: a video length, must be > 0")
-    if fps < 1:
-        raise FlagError(f"--fps {fps}: must be >= 1")
 
 
 @dataclass
@@ -105,7 +103,7 @@ class ExportGaussians:
             raise ExportError(self.output_path, "is not a .ply path", "name the Gaussian output e.g. splat.ply")
         self.fit.check()
         if self.video is not None:
-            check_video_length(self.video_seconds, 24, "--video-seconds")
+            check_video_seconds(self.video_seconds, "--video-seconds")
         start = time.perf_counter()
         run = load_run(self.load_config, self.device)
         loaded = time.perf_counter()
@@ -153,7 +151,9 @@ class RenderVideo:
         from nerfdiff_ns.export.splat_ply import read_splat_ply
         from nerfdiff_ns.export.view_splat import orbit_frames
 
-        check_video_length(self.seconds, self.fps, "--seconds")
+        check_video_seconds(self.seconds, "--seconds")
+        if self.fps < 1:
+            raise FlagError(f"--fps {self.fps}: must be >= 1")
         for flag, value in (("--resolution", self.resolution), ("--distance", self.distance)):
             if value is not None and value <= 0:
                 raise FlagError(f"{flag} {value}: must be > 0")
