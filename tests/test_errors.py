@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from nerfdiff_ns.cli import EXIT_USER_ERROR, format_user_error, friendly_errors, is_user_error
@@ -195,6 +196,8 @@ def test_generate_data_cli_refuses_reserved_objects(tmp_path: Path) -> None:
      "--steps -5: must be >= 0"),
     ("nerfdiff-export", ["mesh", "--load-config", "run/config.yml", "--resolution", "0", "--output-path", "out/m.glb"],
      "--resolution 0: marching cubes needs at least 8"),
+    pytest.param("nerfdiff-export", ["mesh", "--load-config", "run/config.yml", "--device", "cuda", "--output-path", "out/m.glb"],
+                 "--device cuda: this machine has no CUDA device", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
 ])
 def test_bad_flags_read_as_one_paragraph(command: str, args: list[str], needle: str, inputs: dict[str, Path],
                                          tmp_path: Path) -> None:

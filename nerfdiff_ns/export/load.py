@@ -91,16 +91,16 @@ def load_run(config_path: Path, device: str = "auto") -> LoadedRun:
     """Load the run's pipeline (inference mode) and return its model in eval mode without gradients."""
     from nerfstudio.utils.eval_utils import eval_setup
 
+    if device == "cuda" and not torch.cuda.is_available():  # the flag first, before any file is read
+        from nerfdiff_ns.errors import FlagError
+
+        raise FlagError("--device cuda: this machine has no CUDA device torch can use; pass --device cpu (or auto)")
     config_path = Path(config_path)
     read_method_name(config_path)
     ckpt_dir = config_path.parent / "nerfstudio_models"
     if not ckpt_dir.is_dir() or not list(ckpt_dir.glob("step-*.ckpt")):
         raise ExportError(ckpt_dir, "holds no step-*.ckpt checkpoint",
                           "export a run that saved at least one checkpoint (ns-train saves every --steps-per-save steps and at the end)")
-    if device == "cuda" and not torch.cuda.is_available():
-        from nerfdiff_ns.errors import FlagError
-
-        raise FlagError("--device cuda: this machine has no CUDA device torch can use; pass --device cpu (or auto)")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
 
     def _update(config):
