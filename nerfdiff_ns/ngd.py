@@ -65,6 +65,9 @@ class NGDConfig:
     gamma (sigma/alpha)(I - R) with I the target before the step (unclamped weight; see cdm/guidance.py)."""
     cfg_scale: float = 1.0
     """Classifier-free guidance scale of the CDM (1 = off)."""
+    eta: float = 0.0
+    """DDIM stochasticity between diffusion steps: 0 keeps each view's noise for the whole trajectory (Algorithm 1,
+    deterministic); 1 redraws its ancestral (DDPM) share before every step; in between, DDIM's eta."""
     use_ema: bool = True
     """Use the bundle's EMA weights of the CDM."""
     seed: int = 0
@@ -105,6 +108,8 @@ def check_ngd_config(config: NGDConfig, prefix: str = "--pipeline.ngd.") -> None
                         "unset for one gamma everywhere")
     if config.cfg_scale < 0:
         raise bad("cfg-scale", config.cfg_scale, "must be >= 0 (1 = off)")
+    if not 0.0 <= config.eta <= 1.0:
+        raise bad("eta", config.eta, "must lie in [0, 1] (0 = deterministic trajectories, 1 = DDPM ancestral steps)")
 
 
 def ngd_step_timesteps(config: NGDConfig, scheduler) -> torch.Tensor:
@@ -209,6 +214,8 @@ class VirtualViewDiffusion:
             guidance_form=self.config.guidance_form,
         )
         self.step_index += 1
+        if self.config.eta > 0 and not self.done:
+            self.trajectories.renoise(t, int(self.timesteps[self.step_index]), self.config.eta, self.generator)
         return self.targets01()
 
     @torch.no_grad()

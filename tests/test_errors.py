@@ -181,6 +181,7 @@ def test_generate_data_cli_refuses_reserved_objects(tmp_path: Path) -> None:
     ("nerfdiff-eval", ["--data", "no_split", "--video-frames", "0", "--output-dir", "out"], "--video-frames must be >= 1"),
     ("nerfdiff-eval", ["--data", "no_split", "--ngd.guidance-gamma", "-3", "--output-dir", "out"],
      "--ngd.guidance-gamma -3.0: must be >= 0"),
+    ("nerfdiff-eval", ["--data", "no_split", "--ngd.eta", "2", "--output-dir", "out"], "--ngd.eta 2.0: must lie in [0, 1]"),
     ("nerfdiff-pretrain", ["--preset", "huge", "--output-dir", "out"], "unknown pretrain preset 'huge'"),
     ("nerfdiff-pretrain", ["--cdm.render-start-prob", "2", "--output-dir", "out"],
      "--cdm.render-start-prob 2.0 must be a probability"),

@@ -95,6 +95,46 @@ def test_gamma_zero_is_exactly_ddim(prediction_type, clip, form):
         assert any_clipped
 
 
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_gamma_zero_with_eta_is_stochastic_ddim(eta):
+    """gamma = 0 plus renoise(eta) between steps == diffusers DDIMScheduler.step(eta) with the same fresh noise;
+    eta = 0 leaves the noise untouched."""
+    model = tiny_model()
+    ddim = make_sampling_scheduler()
+    ddim.set_timesteps(10)
+    timesteps = ddim.timesteps.tolist()
+    renders, source, cameras = scene(steps=len(timesteps))
+    traj = NGDTrajectories(make_sampling_scheduler(), clip_x0=False)
+    generator = torch.Generator().manual_seed(3)
+    traj.init(renders[0], generator)
+    alpha, sigma = alpha_sigma(ddim, timesteps[0])
+    z_ref = alpha * traj.targets + sigma * traj.noise
+    for i, t in enumerate(timesteps[:-1]):
+        with torch.no_grad():
+            pred = model.predict_with_cfg(z_ref, t, renders[i], source.expand(VIEWS, -1, -1, -1), cameras, 1.0)
+        fresh = torch.randn(traj.noise.shape, generator=torch.Generator().set_state(generator.get_state()))
+        out = ddim.step(pred, t, z_ref, eta=eta, variance_noise=fresh)
+        traj.step(model, t, renders[i], source, cameras, gamma=0.0)
+        kept = traj.noise.clone()
+        traj.renoise(t, timesteps[i + 1], 0.0, generator)
+        assert torch.equal(traj.noise, kept)
+        traj.renoise(t, timesteps[i + 1], eta, generator)
+        alpha, sigma = alpha_sigma(ddim, timesteps[i + 1])
+        assert torch.allclose(alpha * traj.targets + sigma * traj.noise, out.prev_sample, atol=1e-5)
+        z_ref = out.prev_sample
+
+
+def test_renoise_keeps_unit_variance_and_refuses_bad_eta():
+    sched = make_sampling_scheduler()
+    traj = NGDTrajectories(sched).init(torch.zeros(64, 3, SIZE, SIZE), torch.Generator().manual_seed(0))
+    before = traj.noise.clone()
+    traj.renoise(500, 300, 1.0, torch.Generator().manual_seed(1))
+    assert abs(float(traj.noise.std()) - 1.0) < 0.03
+    assert 0.2 < float(torch.corrcoef(torch.stack([before.flatten(), traj.noise.flatten()]))[0, 1]) < 0.99
+    with pytest.raises(ValueError, match="eta"):
+        traj.renoise(500, 300, 1.5)
+
+
 @pytest.mark.parametrize("clip", [False, True])
 def test_huge_gamma_gives_the_renders(clip):
     model = tiny_model()

@@ -312,9 +312,10 @@ def test_diverged_weights_are_never_saved(tiny_data, tmp_path):
     assert (tmp_path / "bundle" / "nerf.safetensors").read_bytes() == bundle
 
 
-@pytest.mark.parametrize("flag, value", [("--learning-rate", "nan"), ("--learning-rate", "0"), ("--cdm.learning-rate", "-1")])
+@pytest.mark.parametrize("flag, value", [("--learning-rate", "nan"), ("--learning-rate", "0"), ("--cdm.learning-rate", "-1"),
+                                         ("--learning-rate", "1e6")])
 def test_learning_rates_are_checked(tiny_data, tmp_path, flag, value):
-    with pytest.raises(FlagError, match=rf"{flag} .*: a learning rate must be a finite number > 0"):
+    with pytest.raises(FlagError, match=rf"{flag} .*: a learning rate must be a finite number in \(0, 1\]"):
         Trainer(make_cfg(tiny_data, tmp_path, flag, value))
 
 

@@ -39,6 +39,15 @@ e' = (x0^ - R) - w e: for w > 1 the gap alternates in sign and grows, so at high
 large gamma the paper form is only kept in range by `clip_x0` (or a gamma small enough that
 w <= 1 over the trajectory).
 
+Stochastic trajectories (`NGDTrajectories.renoise`, NGDConfig.eta): between two steps t > t' each
+view's noise may be partly redrawn as DDIM does (Song et al. 2021, eq. 12), keeping the variance of z':
+
+    s    = eta sqrt(sigma_t'^2 / sigma_t^2 (1 - alpha_t^2 / alpha_t'^2))
+    eps' = (sqrt(sigma_t'^2 - s^2) eps + s xi) / sigma_t',   xi ~ N(0, I)
+
+so z' = alpha_t' I + sigma_t' eps' is DDIM's x_t'. eta = 0 keeps eps (deterministic, Algorithm 1);
+eta = 1 is the DDPM ancestral step.
+
 Clamping: with `clip_x0=True` (default) x0^ is clamped to [-1, 1] (and eps^ re-derived from it) and
 the final I is clamped too; eps always follows I. Exactness tests run with clip_x0=False.
 
@@ -119,6 +128,14 @@ def nerf_guided_update(
         eps = eps - (alpha / sigma) * (clipped - target)  # = (z - alpha clipped) / sigma
         target = clipped
     return target, eps, weight.expand(target.shape[0], 1, 1, 1)
+
+
+def ddim_stochastic_share(
+    alpha: torch.Tensor, sigma: torch.Tensor, alpha_next: torch.Tensor, sigma_next: torch.Tensor, eta: float
+) -> torch.Tensor:
+    """DDIM's s for a step t -> t' (t' less noisy): eta sqrt(sigma'^2 / sigma^2 (1 - alpha^2 / alpha'^2)).
+    s <= sigma' for eta <= 1, so the kept share sqrt(sigma'^2 - s^2) is real."""
+    return eta * torch.sqrt((sigma_next**2 / sigma**2) * (1.0 - alpha**2 / alpha_next**2)).clamp(min=0.0)
 
 
 @dataclass
@@ -210,6 +227,24 @@ class NGDTrajectories:
         self.targets = renders.clone()
         self.noise = _randn(tuple(renders.shape), renders, generator)
         return self
+
+    @torch.no_grad()
+    def renoise(self, t: int, t_next: int, eta: float, generator: Optional[torch.Generator] = None) -> None:
+        """Redraw the stochastic share of every view's noise before the step at ``t_next`` (module docstring).
+
+        Why: with eta = 0 each view keeps one noise draw for the whole trajectory; fresh noise lets later
+        steps commit to detail of their own instead of following the first draw."""
+        if self.noise is None:
+            raise RuntimeError("call init() first")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        if eta == 0.0 or t_next < 0:
+            return
+        alpha, sigma = alpha_sigma(self.scheduler, int(t), self.noise.device)
+        alpha_next, sigma_next = alpha_sigma(self.scheduler, int(t_next), self.noise.device)
+        s = ddim_stochastic_share(alpha, sigma, alpha_next, sigma_next, eta)
+        fresh = _randn(tuple(self.noise.shape), self.noise, generator)
+        self.noise = (torch.sqrt((sigma_next**2 - s**2).clamp(min=0.0)) * self.noise + s * fresh) / sigma_next
 
     def targets_01(self) -> torch.Tensor:
         """Current targets in the project's [0, 1] range, [V, 3, H, W]."""

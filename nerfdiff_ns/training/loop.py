@@ -42,9 +42,11 @@ def check_flags(cfg: PretrainConfig) -> None:
     check_lr_schedule(cfg.lr_schedule, cfg.lr_min_factor)
     check_augmentations(cfg.augment)
     for flag, rate in (("--learning-rate", cfg.learning_rate), ("--cdm.learning-rate", cfg.cdm.learning_rate)):
-        if not (math.isfinite(rate) and rate > 0):
-            raise FlagError(f"{flag} {rate}: a learning rate must be a finite number > 0 (the tiny preset uses 1e-3 "
-                            "for the NeRF and 3e-4 for the CDM)")
+        # Adam moves every weight by up to the rate each step, so a rate above 1 (weights are of order 1) wrecks the
+        # model within a step or two, often into weights that are still finite and would be checkpointed.
+        if not (math.isfinite(rate) and 0 < rate <= 1):
+            raise FlagError(f"{flag} {rate}: a learning rate must be a finite number in (0, 1] (Adam moves each weight "
+                            "by up to the rate per step; the tiny preset uses 1e-3 for the NeRF and 3e-4 for the CDM)")
     if cfg.loader_workers < 0:
         raise FlagError(f"--loader-workers {cfg.loader_workers}: give 0 (batches built in the training process) "
                         "or a number of worker processes")
