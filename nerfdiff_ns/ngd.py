@@ -58,7 +58,8 @@ class NGDConfig:
     """Drop the diffusion steps (and their NeRF iterations) where the x0-form weight w_t is 1: there the
     new target is exactly the render and the trajectory's noise is unchanged, so the CDM's output is
     discarded and the NeRF would only fit its own render. The kept steps keep their timesteps. Only
-    for guidance_form 'x0' (the other forms do not clamp w_t)."""
+    for guidance_form 'x0' (the other forms do not clamp w_t). With eta > 0 the dropped steps would also have
+    redrawn noise; the kept ones then form a coarser stochastic DDIM schedule, one redraw per kept step."""
     guidance_form: Literal["x0", "epsilon", "paper"] = "x0"
     """'x0': I = x0^ + w (R - x0^), w = min(1, gamma sigma^2/alpha^2) (the project's form); 'epsilon': the same
     pull with w unclamped, written as an eps correction; 'paper': Algorithm 1 verbatim, eps = eps_phi +
