@@ -196,6 +196,8 @@ def _load_state_checked(module: "nn.Module", state: dict[str, torch.Tensor], whe
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Open a bundle folder (validates config.json; weights load lazily through the ``Bundle``)."""
     root = Path(path).expanduser()
+    if root.is_file() and root.name == "config.json":
+        raise BundleError(f"{root} is a bundle's config file; pass the bundle folder that holds it: {root.parent}")
     if not root.is_dir():
         previous = root.with_name(f".{root.name}.old")
         hint = (
@@ -207,6 +209,8 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             f"one (see README: Pretrained bundles).{hint}"
         )
     cfg_path = root / "config.json"
+    if not cfg_path.is_file() and (root / "bundle" / "config.json").is_file():
+        raise BundleError(f"{root} is a training run's folder; its bundle is {root / 'bundle'}: pass that folder")
     if not cfg_path.is_file():
         raise BundleError(
             f"{cfg_path} is missing: {root} is not a nerfdiff bundle (or a partial one); point to the bundle "

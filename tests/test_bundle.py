@@ -154,6 +154,11 @@ def test_missing_folder(tmp_path):
     expect_error(lambda: load_bundle(missing), str(missing), "does not exist", "nerfdiff-pretrain")
 
 
+def test_the_config_file_or_the_run_folder_points_to_the_bundle(copy_of):
+    expect_error(lambda: load_bundle(copy_of / "config.json"), "a bundle's config file", str(copy_of))
+    expect_error(lambda: load_bundle(copy_of.parent), "a training run's folder", str(copy_of))
+
+
 def test_missing_config(copy_of):
     (copy_of / "config.json").unlink()
     expect_error(lambda: load_bundle(copy_of), str(copy_of / "config.json"), "missing", "re-export")

@@ -298,7 +298,7 @@ def test_list_srn_objects(tmp_path: Path):
     (tmp_path / "val").mkdir()
     with pytest.raises(DataError) as info:
         list_srn_objects(tmp_path, "train")
-    assert str(tmp_path / "train") in str(info.value) and "available: val" in str(info.value)
+    assert str(tmp_path / "train") in str(info.value) and "folders there: val" in str(info.value)
     with pytest.raises(DataError, match="contains no objects"):
         list_srn_objects(tmp_path, "val")
     for name in ["10", "2", "b", "a"]:

@@ -319,6 +319,38 @@ def test_learning_rates_are_checked(tiny_data, tmp_path, flag, value):
         Trainer(make_cfg(tiny_data, tmp_path, flag, value))
 
 
+def test_a_data_error_mid_run_keeps_the_steps_done(tiny_data, tmp_path, monkeypatch):
+    """An image that passed the start-up survey but fails to decode when drawn: the run stops with the data error
+    after checkpointing the steps it finished, and the same command resumes there."""
+    trainer = Trainer(make_cfg(tiny_data, tmp_path, "--steps", "5", "--steps-per-checkpoint", "100"))
+    real_step = trainer.train_step
+
+    def step():
+        if trainer.step == 2:
+            raise DataError(tmp_path / "broken.png", "could not read image", "replace it")
+        return real_step()
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    with pytest.raises(DataError, match="broken.png"):
+        trainer.run()
+    assert (tmp_path / "checkpoints" / "step-000000002.pt").is_file()
+    assert Trainer(make_cfg(tiny_data, tmp_path, "--steps", "5")).step == 2
+
+
+def test_a_split_with_a_one_view_object_is_refused_before_anything_is_written(tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    obj = sorted((data / "train").iterdir())[1]
+    for extra in sorted((obj / "rgb").glob("*.png"))[1:]:
+        extra.unlink()
+        (obj / "pose" / f"{extra.stem}.txt").unlink()
+    with pytest.raises(DataError, match=rf"object '{obj.name}' has 1 view"):
+        Trainer(make_cfg(data, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_skipped_last_step_still_checkpoints(tiny_data, tmp_path, monkeypatch):
     trainer = Trainer(make_cfg(tiny_data, tmp_path, "--steps", "4", "--steps-per-checkpoint", "100"))
     poison_forward(monkeypatch, trainer, {3})
@@ -421,9 +453,15 @@ def test_resume_with_another_architecture(tiny_data, trained_run, flags, named):
     assert Trainer(make_cfg(tiny_data, trained_run, "--no-resume", *flags)).step == 0
 
 
-def test_resume_with_other_training_settings(tiny_data, trained_run):
+def test_resume_with_other_training_settings(tiny_data, trained_run, capsys):
     trainer = Trainer(make_cfg(tiny_data, trained_run, "--learning-rate", "1e-4", "--cdm.loss-weight", "0.5"))
-    assert trainer.step == 3  # learning rates and loss weights may change between runs
+    assert trainer.step == 3  # learning rates and loss weights may change between runs, and the run says so
+    out = capsys.readouterr().out
+    assert "changes 2 training setting(s)" in out and "learning_rate: 0.001 -> 0.0001" in out
+    assert "cdm.loss_weight: 1.0 -> 0.5" in out
+    Trainer(make_cfg(tiny_data, trained_run, "--steps", "3")).run()  # nothing left to do, and it says that too
+    out = capsys.readouterr().out
+    assert "note:" not in out and "already at step 3 (--steps 3): nothing to train" in out
 
 
 def test_corrupt_val_image_fails_before_training(tiny_data, tmp_path):
@@ -473,8 +511,12 @@ def test_init_from_bundle_with_another_architecture(tiny_bundle, tmp_path):
     from nerfdiff_ns.bundle import BundleError
 
     data, bundle_path = tiny_bundle
-    with pytest.raises(BundleError, match=r"(?s)different architecture.*nerf\.triplane_channels.*training_config\.json"):
-        Trainer(make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--nerf.triplane-channels", "4"))
+    run = tmp_path / "run"
+    with pytest.raises(BundleError, match=r"(?s)different architecture.*nerf\.triplane_channels: \d+ \(bundle\) != 4 "
+                       r"\(now\).*extra\.pretrain_config"):
+        Trainer(parse_config(["--preset", "test", "--data", str(data), "--output-dir", str(run), "--init-from",
+                              str(bundle_path), "--nerf.triplane-channels", "4"]))
+    assert not (run / "tensorboard").exists(), "a refused run writes no tensorboard folder"
 
 
 def test_init_from_a_bundle_trained_at_another_resolution(tiny_bundle, tmp_path):

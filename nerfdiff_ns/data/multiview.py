@@ -16,19 +16,25 @@ from torch.utils.data import Dataset
 
 from nerfdiff_ns.data.errors import DataError
 from nerfdiff_ns.data.images import Background
-from nerfdiff_ns.data.srn import list_srn_objects, load_srn_object
-from nerfdiff_ns.data.transforms_json import load_transforms_scene
-from nerfdiff_ns.data.views import MultiViewObject
+from nerfdiff_ns.data.srn import list_srn_objects, read_srn_cameras
+from nerfdiff_ns.data.transforms_json import read_transforms_cameras
+from nerfdiff_ns.data.views import MultiViewObject, ObjectCameras
 
-__all__ = ["MultiViewDataset", "load_object_folder"]
+__all__ = ["MultiViewDataset", "load_object_folder", "read_object_cameras"]
+
+
+def read_object_cameras(folder: Union[str, Path]) -> ObjectCameras:
+    """One object folder's cameras and image files (no image decoded): a ``transforms.json`` scene if the
+    folder has one, else SRN."""
+    folder = Path(folder)
+    if folder.suffix.lower() == ".json" or (folder / "transforms.json").is_file():
+        return read_transforms_cameras(folder)
+    return read_srn_cameras(folder)
 
 
 def load_object_folder(folder: Union[str, Path], background: Background = (1.0, 1.0, 1.0)) -> MultiViewObject:
     """Load one object folder: a ``transforms.json`` scene if the folder has one, else SRN."""
-    folder = Path(folder)
-    if folder.suffix.lower() == ".json" or (folder / "transforms.json").is_file():
-        return load_transforms_scene(folder, background)
-    return load_srn_object(folder, background)
+    return read_object_cameras(folder).load(background)
 
 
 class MultiViewDataset(Dataset):

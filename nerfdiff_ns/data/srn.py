@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from nerfdiff_ns.data.errors import DataError
-from nerfdiff_ns.data.images import Background, image_size, load_rgb, save_rgb
-from nerfdiff_ns.data.views import MultiViewObject
+from nerfdiff_ns.data.images import Background, image_size, save_rgb
+from nerfdiff_ns.data.views import MultiViewObject, ObjectCameras
 
 __all__ = [
     "OPENCV_TO_OPENGL",
@@ -37,6 +37,7 @@ __all__ = [
     "read_intrinsics",
     "read_pose",
     "load_srn_object",
+    "read_srn_cameras",
     "write_srn_object",
     "list_srn_objects",
     "is_srn_object",
@@ -195,7 +196,13 @@ def is_srn_object(folder: Union[str, Path]) -> bool:
 
 
 def load_srn_object(folder: Union[str, Path], background: Background = (1.0, 1.0, 1.0)) -> MultiViewObject:
-    """Load one SRN object folder into a :class:`MultiViewObject` (nerfstudio camera axes).
+    """Load one SRN object folder into a :class:`MultiViewObject` (nerfstudio camera axes); see
+    :func:`read_srn_cameras` for the layout and the errors."""
+    return read_srn_cameras(folder).load(background)
+
+
+def read_srn_cameras(folder: Union[str, Path]) -> ObjectCameras:
+    """One SRN object's cameras and image files, without decoding the images (nerfstudio camera axes).
 
     Views are sorted by image file stem (numerically when stems are integers); each image's pose
     is ``pose/<stem>.txt``. When the images are not the size named in ``intrinsics.txt``, the
@@ -242,14 +249,13 @@ def load_srn_object(folder: Union[str, Path], background: Background = (1.0, 1.0
             raise DataError(img, f"image is {size[0]}x{size[1]} (HxW) but {image_paths[0].name} is {height}x{width}",
                             "all views of an object must have the same size: resize them consistently")
 
-    images = torch.stack([load_rgb(p, background) for p in image_paths])
     poses = np.stack([read_pose(pose_dir / f"{p.stem}.txt") for p in image_paths])
     c2w = torch.from_numpy(srn_pose_to_nerfstudio(poses)).to(torch.float32)
 
     sx, sy = width / intr.width, height / intr.height
     intrinsics = torch.tensor([intr.focal * sx, intr.focal * sy, intr.cx * sx, intr.cy * sy], dtype=torch.float32)
-    return MultiViewObject(object_id=folder.name, images=images, c2w=c2w, intrinsics=intrinsics,
-                           image_paths=image_paths)
+    return ObjectCameras(object_id=folder.name, folder=folder, camera_file=intr_path, image_paths=image_paths, c2w=c2w,
+                         intrinsics=intrinsics, height=height, width=width)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,6 +319,10 @@ def write_srn_object(
 # listing
 
 
+def _is_object(folder: Path) -> bool:
+    return is_srn_object(folder) or (folder / "transforms.json").is_file()
+
+
 def list_srn_objects(root: Union[str, Path], split: str) -> list[Path]:
     """Object folders of ``<root>/<split>``, sorted by name (numerically for integer names).
 
@@ -324,13 +334,20 @@ def list_srn_objects(root: Union[str, Path], split: str) -> list[Path]:
     if not root.is_dir():
         raise DataError(root, "dataset root not found",
                         "check the path, or create a dataset with `nerfdiff-generate-data --output-dir ...`")
+    layout = (f"the dataset root holds {split}/ (and val/ for evaluation) with one folder per object: SRN "
+              "(<object>/rgb/*.png, <object>/pose/*.txt, <object>/intrinsics.txt) or <object>/transforms.json")
     if not split_dir.is_dir():
-        available = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        raise DataError(split_dir, f"split folder '{split}' not found (available: {', '.join(available) or 'none'})",
-                        "pick one of the available splits, or generate it")
-    objects = [p for p in split_dir.iterdir()
-               if p.is_dir() and not p.name.startswith(".") and (is_srn_object(p) or (p / "transforms.json").is_file())]
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if any(_is_object(p) for p in folders):
+            raise DataError(split_dir, f"split folder '{split}' not found, and {root} holds object folders itself "
+                            f"({', '.join(p.name for p in folders[:3])}{' ...' if len(folders) > 3 else ''})",
+                            f"move the object folders into {split_dir}/ (and a few held-out ones into "
+                            f"{root / 'val'}/); {layout}")
+        names = ", ".join(p.name for p in folders) or "none"
+        raise DataError(split_dir, f"split folder '{split}' not found (folders there: {names})",
+                        f"{layout}: rename or symlink the folder that holds the objects to {split}/, or create a "
+                        "dataset with `nerfdiff-generate-data --output-dir ...`")
+    objects = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_object(p)]
     if not objects:
-        raise DataError(split_dir, "split folder contains no objects",
-                        "expected <root>/<split>/<object_id>/rgb/*.png, pose/*.txt and intrinsics.txt")
+        raise DataError(split_dir, "split folder contains no objects", layout)
     return sorted(objects, key=lambda p: _natural_key(p.name))

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from nerfdiff_ns.data.errors import DataError
-from nerfdiff_ns.data.images import Background, load_rgb
+from nerfdiff_ns.data.images import Background, image_size
 from nerfdiff_ns.data.srn import IMAGE_EXTENSIONS, RIGID_TOLERANCE
-from nerfdiff_ns.data.views import MultiViewObject
+from nerfdiff_ns.data.views import MultiViewObject, ObjectCameras
 
-__all__ = ["load_transforms_scene", "find_transforms_file"]
+__all__ = ["load_transforms_scene", "read_transforms_cameras", "find_transforms_file"]
 
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
 _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
@@ -89,7 +89,13 @@ def _matrix(path: Path, frame: dict, index: int) -> np.ndarray:
 
 def load_transforms_scene(folder: Union[str, Path], background: Background = (1.0, 1.0, 1.0)) -> MultiViewObject:
     """Load a nerfstudio/Blender ``transforms.json`` scene (``folder/transforms.json`` or a json
-    path) as a :class:`MultiViewObject`; ``object_id`` is the folder name. Frames keep file order.
+    path) as a :class:`MultiViewObject`; see :func:`read_transforms_cameras`."""
+    return read_transforms_cameras(folder).load(background)
+
+
+def read_transforms_cameras(folder: Union[str, Path]) -> ObjectCameras:
+    """A ``transforms.json`` scene's cameras and image files, reading only the images' headers;
+    ``object_id`` is the folder name. Frames keep file order.
 
     Raises:
         DataError: naming the json or image at fault (missing/invalid json, no frames, missing
@@ -147,16 +153,12 @@ def load_transforms_scene(folder: Union[str, Path], background: Background = (1.
         raise DataError(path, "no focal length: neither 'fl_x' nor 'camera_angle_x' is given",
                         "add 'fl_x' (pixels) or 'camera_angle_x' (radians)")
 
-    loaded = []
-    for p in image_paths:
-        img = load_rgb(p, background)
-        if loaded and img.shape != loaded[0].shape:
-            raise DataError(p, f"image is {img.shape[0]}x{img.shape[1]} (HxW) but {image_paths[0].name} is "
-                            f"{loaded[0].shape[0]}x{loaded[0].shape[1]}",
+    height, width = image_size(image_paths[0])
+    for p in image_paths[1:]:
+        size = image_size(p)
+        if size != (height, width):
+            raise DataError(p, f"image is {size[0]}x{size[1]} (HxW) but {image_paths[0].name} is {height}x{width}",
                             "all frames of a scene must have the same size")
-        loaded.append(img)
-    images = torch.stack(loaded)
-    height, width = int(images.shape[1]), int(images.shape[2])
 
     # Intrinsics are given for a w x h image; scale them to the size actually on disk.
     w = cam.get("w", float(width))
@@ -182,5 +184,5 @@ def load_transforms_scene(folder: Union[str, Path], background: Background = (1.
     intrinsics = torch.tensor([fl_x * sx, fl_y * sy, cx * sx, cy * sy], dtype=torch.float32)
     c2w = torch.from_numpy(np.stack(matrices)).to(torch.float32)
     object_id = base.name if base.name else str(base.resolve().name)
-    return MultiViewObject(object_id=object_id, images=images, c2w=c2w, intrinsics=intrinsics,
-                           image_paths=image_paths)
+    return ObjectCameras(object_id=object_id, folder=base, camera_file=path, image_paths=image_paths, c2w=c2w,
+                         intrinsics=intrinsics, height=height, width=width)

@@ -1,13 +1,55 @@
-"""The in-memory multi-view object that every reader returns."""
+"""The in-memory multi-view object that every reader returns, and its cameras alone (read without decoding
+an image, so a whole split can be checked before training starts)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-__all__ = ["MultiViewObject"]
+__all__ = ["MultiViewObject", "ObjectCameras"]
+
+
+@dataclass
+class ObjectCameras:
+    """One object's cameras and image files, from its camera file and the images' headers."""
+
+    object_id: str
+    folder: Path
+    camera_file: Path
+    """The file that holds the intrinsics: ``intrinsics.txt`` (SRN) or ``transforms.json``."""
+    image_paths: list[Path]
+    c2w: torch.Tensor
+    """[V, 4, 4] float32, nerfstudio world + OpenGL camera axes."""
+    intrinsics: torch.Tensor
+    """[4] float32 fx, fy, cx, cy in pixels of the images on disk."""
+    height: int
+    width: int
+
+    @property
+    def num_views(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def fov_y_degrees(self) -> float:
+        return math.degrees(2 * math.atan(self.height / 2 / float(self.intrinsics[1])))
+
+    def load(self, background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> "MultiViewObject":
+        """Decode every view (composited on ``background``)."""
+        from nerfdiff_ns.data.errors import DataError
+        from nerfdiff_ns.data.images import load_rgb
+
+        images = []
+        for path in self.image_paths:
+            image = load_rgb(path, background)
+            if tuple(image.shape[:2]) != (self.height, self.width):  # a header that lies about the size
+                raise DataError(path, f"image decodes to {image.shape[0]}x{image.shape[1]} (HxW) but the object's "
+                                f"views are {self.height}x{self.width}", "replace the file with a valid image")
+            images.append(image)
+        return MultiViewObject(object_id=self.object_id, images=torch.stack(images), c2w=self.c2w,
+                               intrinsics=self.intrinsics, image_paths=self.image_paths)
 
 
 @dataclass

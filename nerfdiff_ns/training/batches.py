@@ -6,13 +6,13 @@ the small resize helpers the joint model shares.
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from nerfdiff_ns.bundle import CameraDistribution
+from nerfdiff_ns.data.views import ObjectCameras
 from nerfdiff_ns.nerf.jitter import step_jitter_seed
 from nerfdiff_ns.training.augment import augment_sample
 from nerfdiff_ns.training.config import PretrainConfig
@@ -20,24 +20,15 @@ from nerfdiff_ns.training.distributed import DistInfo, sample_generator
 from nerfdiff_ns.training.timesteps import TimestepSampler
 
 
-def estimate_camera_distribution(dataset: Any, max_objects: int = 20) -> CameraDistribution:
-    """Camera distance, FOV, elevation range and image size seen in the training data."""
-    distances, elevations = [], []
-    fov = image_size = None
-    for idx in range(min(len(dataset), max_objects)):
-        obj = dataset.load_object(idx)
-        pos = obj.c2w[:, :3, 3]
-        dist = pos.norm(dim=-1)
-        distances.append(dist)
-        elevations.append(torch.rad2deg(torch.asin((pos[:, 2] / dist).clamp(-1, 1))))
-        fy = float(obj.intrinsics[1])
-        fov = math.degrees(2 * math.atan(obj.images.shape[1] / 2 / fy))
-        image_size = int(obj.images.shape[1])
-    d = torch.cat(distances)
-    e = torch.cat(elevations)
+def estimate_camera_distribution(cameras: Sequence[ObjectCameras]) -> CameraDistribution:
+    """Camera distance, FOV, elevation range and image size over every training object (``data.survey`` has
+    checked that they share one image size and field of view)."""
+    positions = torch.cat([cam.c2w[:, :3, 3] for cam in cameras])
+    distances = positions.norm(dim=-1)
+    elevations = torch.rad2deg(torch.asin((positions[:, 2] / distances).clamp(-1, 1)))
     return CameraDistribution(
-        distance=float(d.mean()), fov_degrees=float(fov), image_size=int(image_size),
-        elevation_range_degrees=(float(e.min()), float(e.max())),
+        distance=float(distances.mean()), fov_degrees=float(cameras[0].fov_y_degrees), image_size=int(cameras[0].height),
+        elevation_range_degrees=(float(elevations.min()), float(elevations.max())),
     )
 
 

@@ -103,9 +103,11 @@ class PretrainConfig:
     """Joint NeRF + CDM pretraining on an SRN-format dataset."""
 
     preset: str = "tiny"
-    """Preset from configs/pretrain/ (tiny, srn-128) or a JSON file; flags after it override it."""
+    """Preset from configs/pretrain/ (tiny, tiny-64, srn-128; test for the test suite) or a JSON file; flags after
+    it override it."""
     data: Path = Path("data/synth")
-    """Dataset root with train/ and val/ in SRN format (make one with nerfdiff-generate-data)."""
+    """Dataset root with train/ (and val/ for the periodic evaluation), one folder per object in the SRN layout or
+    with a transforms.json (README, "Data format"; make one with nerfdiff-generate-data)."""
     output_dir: Path = Path("runs/pretrain")
     """Run folder: checkpoints/, tensorboard events, bundle/."""
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
@@ -218,8 +220,9 @@ RESOLUTION_KEYS = ("nerf.image_size", "nerf.triplane_resolution")
 ARCHITECTURE_DEFAULTS = {("cdm", "conditions"): []}
 
 
-def architecture_differences(saved_config_json: str, cfg: PretrainConfig) -> list[str]:
-    """``["nerf.triplane_channels: 8 (checkpoint) != 16 (now)", ...]`` for the architecture settings."""
+def architecture_differences(saved_config_json: str, cfg: PretrainConfig, source: str = "checkpoint") -> list[str]:
+    """``["nerf.triplane_channels: 8 (checkpoint) != 16 (now)", ...]`` for the architecture settings; ``source``
+    names where the saved settings come from."""
     saved = json.loads(saved_config_json)
     now = json.loads(config_to_json(cfg))
     for side in (saved, now):  # written by bundle export (the ViT/DINOv2 config it resolved), not a setting
@@ -233,6 +236,28 @@ def architecture_differences(saved_config_json: str, cfg: PretrainConfig) -> lis
         old = saved.get(section, {}).get(key, ARCHITECTURE_DEFAULTS.get((section, key)))
         new = now[section].get(key)
         if old != new:
-            diffs.append(f"{section}.{key}: {old!r} (checkpoint) != {new!r} (now)")
+            diffs.append(f"{section}.{key}: {old!r} ({source}) != {new!r} (now)")
     return diffs
 
+
+
+# Settings that may differ between the runs of one output folder without changing the trajectory.
+RESUME_NEUTRAL_KEYS = ("steps", "resume", "output_dir", "steps_per_log", "steps_per_checkpoint", "steps_per_eval",
+                       "keep_checkpoints", "log_tensorboard", "log_jsonl", "loader_workers", "device")
+
+
+def resumed_setting_changes(saved_config_json: str, cfg: PretrainConfig) -> list[str]:
+    """``["batch_size: 8 -> 4", ...]``: training settings a resumed run changes (allowed, but the run then no longer
+    follows the trajectory an uninterrupted one would, so the user hears about it)."""
+    def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(leaves(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    saved, now = leaves(json.loads(saved_config_json)), leaves(json.loads(config_to_json(cfg)))
+    return [f"{key}: {saved[key]!r} -> {now[key]!r}" for key in now
+            if key in saved and saved[key] != now[key] and key not in RESUME_NEUTRAL_KEYS]

@@ -21,6 +21,8 @@ from torch import nn
 
 from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF
+from nerfdiff_ns.data.errors import DataError
+from nerfdiff_ns.data.survey import background_warning, survey_training_objects
 from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batch, resize_hwc
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import all_reduce_mean, init_distributed
@@ -85,7 +87,12 @@ class Trainer(RunPersistence):
             if cfg.steps_per_eval > 0:  # a corrupt val image fails now, not at the first evaluation
                 for idx in range(min(cfg.num_eval_objects, len(self.val_dataset))):
                     self.val_dataset.load_object(idx)
-        self.cameras = estimate_camera_distribution(self.dataset)
+        warn = (lambda line: print(f"[nerfdiff] warning: {line}")) if self.dist.is_main else None
+        train_cameras = survey_training_objects(self.dataset.folders, cfg.nerf.object_radius, warn)
+        backdrop = background_warning(train_cameras, cfg.nerf.background)
+        if backdrop and warn:
+            warn(backdrop)
+        self.cameras = estimate_camera_distribution(train_cameras)
         self.nerf = ImageConditionedNeRF(cfg.nerf, device=self.device)
         self.cdm = self.scheduler = self.ema = None
         if cfg.cdm.enabled:
@@ -113,14 +120,14 @@ class Trainer(RunPersistence):
         self.ckpt_dir = Path(cfg.output_dir) / "checkpoints"
         self.loss_log = LossLog(Path(cfg.output_dir) / "losses.jsonl" if (cfg.log_jsonl and self.dist.is_main) else None)
         self.writer = None
-        if self.dist.is_main and cfg.log_tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard"))
         self.init_steps = 0  # steps the --init-from bundle had been trained for
         resumed = cfg.resume and self.maybe_resume()
         if cfg.init_from is not None and not resumed:
             self.init_from_bundle(Path(cfg.init_from), None if cfg.init_cdm_from is None else Path(cfg.init_cdm_from))
+        if self.dist.is_main and cfg.log_tensorboard:  # after the checks above, so a refused run writes no folder
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard"))
         self.loss_log.start(self.step)
         self.prefetcher: BatchPrefetcher | None = None  # --loader-workers (training.prefetch)
         self.render_cache = None  # the frozen NeRF's conditions, rendered once (training.render_cache)
@@ -227,13 +234,23 @@ class Trainer(RunPersistence):
         self.stop = GracefulStop() if self.dist.world_size == 1 else None
         with progress, (self.stop or contextlib.nullcontext()):
             task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
+            if self.step >= cfg.steps and self.dist.is_main:
+                log_line(progress, f"already at step {self.step} (--steps {cfg.steps}): nothing to train; raise --steps "
+                                   "to continue this run")
             while self.step < cfg.steps:
                 if self.stop is not None and self.stop.requested:
                     self.save()
                     log_line(progress, f"interrupted (SIGINT): stopped at step {self.step}, checkpoint and bundle saved; "
                                        "run the same command again to resume")
                     break
-                stats = self.train_step()
+                try:
+                    stats = self.train_step()
+                except DataError:  # an image that only fails to decode: keep the steps done so far
+                    if self.step > 0:
+                        self.save()
+                        log_line(progress, f"stopped at step {self.step} on a data error; checkpoint and bundle saved: "
+                                           "fix the file and run the same command again to resume")
+                    raise
                 if stats is None:  # skipped; still checkpoint on schedule (and at the end)
                     if self.step % cfg.steps_per_checkpoint == 0 or self.step == cfg.steps:
                         self.save()
@@ -248,7 +265,7 @@ class Trainer(RunPersistence):
                     last.update(self.evaluate())
                     if "val_psnr" in last:  # also where there is no tensorboard (a bare GPU worker)
                         log_line(progress, f"step {self.step}: feed-forward val PSNR {last['val_psnr']:.2f} dB "
-                                           f"({cfg.num_eval_objects} objects)")
+                                           f"({min(cfg.num_eval_objects, len(self.val_dataset))} objects)")
                     if self.writer:
                         for key, value in last.items():
                             if key.startswith("val"):

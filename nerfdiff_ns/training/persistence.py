@@ -17,7 +17,7 @@ import torch
 from nerfdiff_ns.bundle import BundleConfig, save_bundle
 from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.training import checkpoint as ckpt
-from nerfdiff_ns.training.config import RESOLUTION_KEYS, architecture_differences, config_to_json
+from nerfdiff_ns.training.config import RESOLUTION_KEYS, architecture_differences, config_to_json, resumed_setting_changes
 
 
 class RunPersistence:
@@ -51,11 +51,12 @@ class RunPersistence:
         ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
         self.export_bundle()
 
-    def _architecture_differences(self, bundle: Any, path: Path, flag: str) -> tuple[list[str], bool]:
-        """What keeps ``bundle`` from starting this run (``["nerf.x: a (checkpoint) != b (now)", ...]``), and
-        whether its RGB-only CDM must be widened to take --cdm.conditions (zero weights on the new channels)."""
+    def _architecture_differences(self, bundle: Any) -> tuple[list[str], bool, list[str]]:
+        """What keeps ``bundle`` from starting this run (``["nerf.x: a (bundle) != b (now)", ...]``), whether its
+        RGB-only CDM must be widened to take --cdm.conditions (zero weights on the new channels), and the resolution
+        differences its convolutional weights bridge (a 32² bundle starting a 64² run)."""
         saved = {"nerf": dataclasses.asdict(bundle.config.nerf), "cdm": bundle.config.extra.get("pretrain_config", {}).get("cdm", {})}
-        diffs = architecture_differences(json.dumps(saved, default=str), self.cfg)
+        diffs = architecture_differences(json.dumps(saved, default=str), self.cfg, source="bundle")
         if not bundle.config.has_cdm or not self.cfg.cdm.enabled:  # a NeRF-only run takes the NeRF alone
             diffs = [d for d in diffs if not d.startswith("cdm.")]
         widen = bundle.config.has_cdm and not saved["cdm"].get("conditions") and bool(self.cfg.cdm.conditions)
@@ -64,10 +65,9 @@ class RunPersistence:
         resized = [d for d in diffs if d.split(":")[0] in RESOLUTION_KEYS]
         if resized and self.cfg.nerf.encoder.kind == "unet" and bundle.config.nerf.encoder.kind == "unet":
             diffs = [d for d in diffs if d not in resized]  # conv weights and the UNet CDM work at any size
-            if self.dist.is_main:
-                print(f"[nerfdiff] {flag} {path} was trained at {bundle.config.nerf.image_size}²; its convolutional "
-                      f"weights start this {self.cfg.nerf.image_size}² run ({'; '.join(resized)})")
-        return diffs, widen
+        else:
+            resized = []
+        return diffs, widen, resized
 
     def init_from_bundle(self, path: Path, cdm_path: Path | None = None) -> None:
         """Copy a bundle's NeRF and CDM (EMA too, when it has one) into this run's models; the CDM comes from
@@ -75,20 +75,24 @@ class RunPersistence:
         from nerfdiff_ns.bundle import BundleError, load_bundle
 
         bundle = load_bundle(path)
-        diffs, widen = self._architecture_differences(bundle, path, "--init-from")
+        diffs, widen, resized = self._architecture_differences(bundle)
         problems = [(path, "--init-from", diffs)]
         cdm_bundle, cdm_source, cdm_flag = bundle, path, "--init-from"
         if cdm_path is not None:  # the NeRF is checked against --init-from, the CDM against --init-cdm-from
             cdm_bundle, cdm_source, cdm_flag = load_bundle(cdm_path), cdm_path, "--init-cdm-from"
-            cdm_diffs, widen = self._architecture_differences(cdm_bundle, cdm_path, cdm_flag)
+            cdm_diffs, widen, _ = self._architecture_differences(cdm_bundle)
             problems = [(path, "--init-from", [d for d in diffs if not d.startswith("cdm.")]),
                         (cdm_path, cdm_flag, [d for d in cdm_diffs if d.startswith("cdm.")])]
         for where, flag, found in problems:
             if found:
                 raise BundleError(
                     f"{flag} {where} has a different architecture ({'; '.join(found)}). Use the preset and flags the "
-                    f"bundle was trained with (its training_config.json), or drop {flag} to start from scratch."
+                    f"bundle was trained with (its config.json records them under extra.pretrain_config), or drop "
+                    f"{flag} to start from scratch."
                 )
+        if resized and self.dist.is_main:
+            print(f"[nerfdiff] --init-from {path} was trained at {bundle.config.nerf.image_size}²; its convolutional "
+                  f"weights start this {self.cfg.nerf.image_size}² run ({'; '.join(resized)})")
         self.nerf.load_state_dict(bundle.load_nerf("cpu").state_dict())
         if self.cdm is not None and cdm_bundle.config.has_cdm:
             from nerfdiff_ns.cdm.conditions import widen_condition_inputs
@@ -142,6 +146,11 @@ class RunPersistence:
         self.init_steps = int(state.get("init_steps", 0))
         if self.dist.is_main:
             print(f"[nerfdiff] resumed from {path} at step {self.step}")
+            changed = resumed_setting_changes(state["config"], self.cfg) if "config" in state else []
+            if changed:
+                print(f"[nerfdiff] note: this run changes {len(changed)} training setting(s) of the checkpoint "
+                      f"({'; '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); it continues with them, so it "
+                      "no longer repeats an uninterrupted run")
         return True
 
     def export_bundle(self, path: Path | None = None) -> Path:
