@@ -72,8 +72,15 @@ def parse_config(argv: list[str] | None = None) -> PretrainConfig:
 def entrypoint() -> None:
     cfg = parse_config()
     check_flags(cfg)  # before the run folder is written
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg)  # a refused resume (other architecture, bad data) leaves the run's config as it was
+    output_dir = Path(cfg.output_dir)
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        trainer = Trainer(cfg)  # a refused resume (other architecture, bad data) leaves the run's config as it was
+    except BaseException:
+        if created and not any(output_dir.iterdir()):  # a refused new run leaves no empty folder behind
+            output_dir.rmdir()
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         (Path(cfg.output_dir) / "pretrain_config.json").write_text(config_to_json(cfg))
     try:

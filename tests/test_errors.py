@@ -169,6 +169,18 @@ def test_pretrain_cli_missing_data(tmp_path: Path) -> None:
     assert_clean_error(proc.stderr, "nerfdiff-pretrain: error:", str(tmp_path / "no_data"), "Fix:")
 
 
+def test_pretrain_cli_refuses_a_split_of_mixed_image_sizes_and_writes_nothing(tmp_path: Path) -> None:
+    from tests.test_survey import write_object
+
+    for index, size in enumerate((8, 8, 12)):
+        write_object(tmp_path / "data" / "train" / f"{index:03d}", height=size, width=size)
+    proc = run([str(BIN / "nerfdiff-pretrain"), "--preset", "test", "--data", str(tmp_path / "data"), "--output-dir",
+                str(tmp_path / "run"), "--steps", "1"], tmp_path)
+    assert proc.returncode == EXIT_USER_ERROR
+    assert_clean_error(proc.stderr, "nerfdiff-pretrain: error:", "object '002' has 12x12 images but", "Fix:")
+    assert not (tmp_path / "run").exists()
+
+
 def test_generate_data_cli_refuses_reserved_objects(tmp_path: Path) -> None:
     proc = run([str(BIN / "nerfdiff-generate-data"), "--object-ids", "960", "--output-dir", str(tmp_path / "g")], tmp_path)
     assert proc.returncode == EXIT_USER_ERROR
