@@ -584,6 +584,29 @@ def test_a_nerf_only_run_continues_the_nerf_of_a_joint_bundle(tiny_bundle, tmp_p
     assert not load_bundle(tmp_path / "bundle").config.has_cdm
 
 
+def test_cdm_dropout_trains_a_bundle_that_samples_without_it(tiny_bundle, tmp_path):
+    """--cdm.dropout regularises training only: a bundle trained without it continues with it (not an architecture
+    setting), and the exported CDM loads in eval mode, deterministic."""
+    from nerfdiff_ns.bundle import load_bundle
+
+    data, bundle_path = tiny_bundle
+    trainer = Trainer(make_cfg(data, tmp_path, "--steps", "2", "--init-from", str(bundle_path), "--cdm.dropout", "0.3"))
+    from diffusers.models.resnet import ResnetBlock2D
+
+    rates = {m.dropout.p for m in trainer.cdm.modules() if isinstance(m, ResnetBlock2D)}
+    assert rates == {0.3}  # every ResNet block of the UNet
+    trainer.run()
+    cdm = load_bundle(tmp_path / "bundle").load_cdm("cpu")
+    assert not cdm.training
+    size = cdm.config.sample_size
+    z, render, source = (torch.randn(1, 3, size, size) for _ in range(3))
+    camera = torch.randn(1, 12)
+    with torch.no_grad():
+        assert torch.equal(cdm(z, torch.tensor([10]), render, source, camera), cdm(z, torch.tensor([10]), render, source, camera))
+    with pytest.raises(FlagError, match="--cdm.dropout 1.0 must lie in"):
+        Trainer(make_cfg(data, tmp_path / "bad", "--cdm.dropout", "1"))
+
+
 def test_freeze_nerf_trains_only_the_cdm(tiny_bundle, tmp_path):
     data, bundle_path = tiny_bundle
     cfg = make_cfg(data, tmp_path, "--init-from", str(bundle_path), "--freeze-nerf", "--steps", "6",

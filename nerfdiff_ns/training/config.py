@@ -38,6 +38,10 @@ class CDMConfig:
     """Width of the relative-camera embedding (0 disables the camera input)."""
     condition_dropout_prob: float = 0.1
     """Probability of dropping all conditions in training (enables classifier-free guidance)."""
+    dropout: float = 0.0
+    """Dropout in the UNet's ResNet blocks during training (a regulariser for a CDM that over-fits few training
+    objects, as Improved DDPM used on CIFAR-10; inactive when sampling). Not part of the architecture: a bundle
+    trained without it continues with it."""
     loss_weight: float = 1.0
     """lambda: weight of the diffusion loss."""
     backprop_into_nerf: bool = False
@@ -96,6 +100,8 @@ class CDMConfig:
                             f"[0, --cdm.render-start-max-t {self.render_start_max_t}]")
         if self.render_start_snr_gamma <= 0:
             raise FlagError(f"--cdm.render-start-snr-gamma must be positive, got {self.render_start_snr_gamma}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise FlagError(f"--cdm.dropout {self.dropout} must lie in [0, 1)")
 
 
 @dataclass

@@ -123,6 +123,7 @@ def build_cdm(cfg: PretrainConfig) -> tuple[nn.Module, Any]:
         prediction_type=cfg.cdm.prediction_type,
         camera_embedding_dim=cfg.cdm.camera_embedding_dim,
         condition_dropout_prob=cfg.cdm.condition_dropout_prob,
+        dropout=cfg.cdm.dropout,
         condition_kinds=tuple(cfg.cdm.conditions),
         feature_condition_channels=cfg.feature_condition_channels(),
     )
