@@ -68,7 +68,8 @@ class NGDConfig:
     """Classifier-free guidance scale of the CDM (1 = off)."""
     eta: float = 0.0
     """DDIM stochasticity between diffusion steps: 0 keeps each view's noise for the whole trajectory (Algorithm 1,
-    deterministic); 1 redraws its ancestral (DDPM) share before every step; in between, DDIM's eta."""
+    deterministic); 1 redraws its ancestral (DDPM) share before every step; in between, DDIM's eta. Only NGD's
+    trajectories: the cdm-only baseline samples with deterministic DDIM, and SDS draws fresh noise anyway."""
     use_ema: bool = True
     """Use the bundle's EMA weights of the CDM."""
     seed: int = 0

@@ -78,7 +78,8 @@ def entrypoint() -> None:
     try:
         trainer = Trainer(cfg)  # a refused resume (other architecture, bad data) leaves the run's config as it was
     except BaseException:
-        if created and not any(output_dir.iterdir()):  # a refused new run leaves no empty folder behind
+        # a refused new run leaves no empty folder behind (rank 0 only: under DDP another rank may have made it)
+        if created and int(os.environ.get("RANK", "0")) == 0 and not any(output_dir.iterdir()):
             output_dir.rmdir()
         raise
     if int(os.environ.get("RANK", "0")) == 0:

@@ -319,19 +319,26 @@ def test_learning_rates_are_checked(tiny_data, tmp_path, flag, value):
         Trainer(make_cfg(tiny_data, tmp_path, flag, value))
 
 
-def test_a_data_error_mid_run_keeps_the_steps_done(tiny_data, tmp_path, monkeypatch):
-    """An image that passed the start-up survey but fails to decode when drawn: the run stops with the data error
-    after checkpointing the steps it finished, and the same command resumes there."""
-    trainer = Trainer(make_cfg(tiny_data, tmp_path, "--steps", "5", "--steps-per-checkpoint", "100"))
-    real_step = trainer.train_step
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_data_error_mid_run_keeps_the_steps_done(tiny_data, tmp_path, workers):
+    """An image that passed the start-up survey but fails to decode when a batch draws it (in the training process
+    or in a --loader-workers process): the run stops with the data error after checkpointing the steps it finished,
+    and the same command resumes there."""
+    trainer = Trainer(make_cfg(tiny_data, tmp_path, "--steps", "5", "--steps-per-checkpoint", "100",
+                               "--loader-workers", str(workers)))
+    make = trainer.batch_maker
 
-    def step():
-        if trainer.step == 2:
-            raise DataError(tmp_path / "broken.png", "could not read image", "replace it")
-        return real_step()
+    def failing_maker(device):
+        real = make(device)
 
-    monkeypatch.setattr(trainer, "train_step", step)
-    with pytest.raises(DataError, match="broken.png"):
+        def batch(step):
+            if step == 2:
+                raise DataError(tmp_path / "broken.png", "could not read image", "replace it")
+            return real(step)
+        return batch
+
+    trainer.batch_maker = failing_maker
+    with pytest.raises(DataError, match=r"broken\.png: could not read image\. Fix: replace it"):
         trainer.run()
     assert (tmp_path / "checkpoints" / "step-000000002.pt").is_file()
     assert Trainer(make_cfg(tiny_data, tmp_path, "--steps", "5")).step == 2
@@ -462,6 +469,11 @@ def test_resume_with_other_training_settings(tiny_data, trained_run, capsys):
     Trainer(make_cfg(tiny_data, trained_run, "--steps", "3")).run()  # nothing left to do, and it says that too
     out = capsys.readouterr().out
     assert "note:" not in out and "already at step 3 (--steps 3): nothing to train" in out
+    # the same data spelt another way, and an --init-from that a resume ignores, are not changes
+    Trainer(make_cfg(tiny_data / "train" / "..", trained_run, "--init-from", str(trained_run / "bundle")))
+    assert "note:" not in capsys.readouterr().out
+    Trainer(make_cfg(tiny_data, trained_run, "--lr-schedule", "cosine", "--steps", "9"))  # a cosine rate uses --steps
+    assert "steps: 3 -> 9" in capsys.readouterr().out
 
 
 def test_corrupt_val_image_fails_before_training(tiny_data, tmp_path):

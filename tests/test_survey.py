@@ -53,15 +53,27 @@ def test_a_good_split_passes_and_gives_the_camera_distribution(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     ({"views": 1}, r"object '001' has 1 view.*at least 2"),
     ({"height": 6}, r"images are 6x8 \(HxW\).*square.*crop or pad"),
-    ({"height": 12, "width": 12}, r"object '001' has 12x12 images but '000' has 8x8.*resize"),
-    ({"fov": 80.0}, r"object '001' has a vertical field of view of 80\.0° but '000' has 45\.0°"),
-    ({"distance": 0.8}, r"view 0 of object '001' is 0\.80 from the origin, inside the object sphere of radius 1"),
+    ({"height": 12, "width": 12}, r"1 object\(s\) \('001'\) have images of another size than the 1 with 8x8 "
+                                  r"\(object '001': 12x12\).*resize"),
+    ({"fov": 80.0}, r"1 object\(s\) \('001'\) have another vertical field of view than the 45\.0° of the others "
+                    r"\(object '001': 80\.0°\)"),
+    ({"distance": 0.8}, r"001/pose/000000\.txt: the camera of 000000\.png \(object '001'\) is 0\.80 from the origin, "
+                        r"inside the object sphere of radius 1"),
 ])
 def test_objects_pretraining_cannot_use_are_refused_by_name(tmp_path, bad, message):
     folders = split(tmp_path, {}, bad)
     with pytest.raises(DataError, match=message) as info:
         survey_training_objects(folders, 1.0)
     assert "Fix:" in str(info.value) and "001" in str(info.value)
+
+
+def test_the_odd_object_is_named_even_when_it_comes_first(tmp_path):
+    folders = split(tmp_path, {"height": 12, "width": 12, "fov": 60.0}, {}, {})
+    with pytest.raises(DataError, match=r"\('000'\) have images of another size than the 2 with 8x8"):
+        survey_training_objects(folders, 1.0)
+    folders = split(tmp_path / "fov", {"fov": 60.0}, {}, {})
+    with pytest.raises(DataError, match=r"000/intrinsics\.txt: 1 object\(s\) \('000'\) have another vertical field"):
+        survey_training_objects(folders, 1.0)
 
 
 def test_a_scaled_up_scene_is_warned_about(tmp_path):

@@ -135,7 +135,7 @@ def ddim_stochastic_share(
 ) -> torch.Tensor:
     """DDIM's s for a step t -> t' (t' less noisy): eta sqrt(sigma'^2 / sigma^2 (1 - alpha^2 / alpha'^2)).
     s <= sigma' for eta <= 1, so the kept share sqrt(sigma'^2 - s^2) is real."""
-    return eta * torch.sqrt((sigma_next**2 / sigma**2) * (1.0 - alpha**2 / alpha_next**2)).clamp(min=0.0)
+    return eta * torch.sqrt(((sigma_next**2 / sigma**2) * (1.0 - alpha**2 / alpha_next**2)).clamp(min=0.0))
 
 
 @dataclass
@@ -238,6 +238,8 @@ class NGDTrajectories:
             raise RuntimeError("call init() first")
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        if t_next >= t:
+            raise ValueError(f"renoise goes from t = {t} to a less noisy t_next, got {t_next}")
         if eta == 0.0 or t_next < 0:
             return
         alpha, sigma = alpha_sigma(self.scheduler, int(t), self.noise.device)

@@ -140,6 +140,17 @@ def image_size(path: Union[str, Path]) -> tuple[int, int]:
     return height, width
 
 
+def shared_image_size(paths: Sequence[Path], fix: str) -> tuple[int, int]:
+    """``(height, width)`` of images that must share one size (the views of one object), from their headers; a
+    :class:`DataError` names the first that differs, with ``fix``."""
+    height, width = image_size(paths[0])
+    for path in paths[1:]:
+        size = image_size(path)
+        if size != (height, width):
+            raise DataError(path, f"image is {size[0]}x{size[1]} (HxW) but {paths[0].name} is {height}x{width}", fix)
+    return height, width
+
+
 def _to_uint8(image: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from nerfdiff_ns.data.errors import DataError
-from nerfdiff_ns.data.images import Background, image_size, save_rgb
+from nerfdiff_ns.data.images import Background, save_rgb, shared_image_size
 from nerfdiff_ns.data.views import MultiViewObject, ObjectCameras
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "write_srn_object",
     "list_srn_objects",
     "is_srn_object",
+    "is_object_folder",
 ]
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0])
@@ -242,12 +243,8 @@ def read_srn_cameras(folder: Union[str, Path]) -> ObjectCameras:
                         f"{' ...' if len(extra) > 5 else ''})",
                         "keep exactly one pose/<stem>.txt per rgb/<stem>.png")
 
-    height, width = image_size(image_paths[0])
-    for img in image_paths[1:]:
-        size = image_size(img)
-        if size != (height, width):
-            raise DataError(img, f"image is {size[0]}x{size[1]} (HxW) but {image_paths[0].name} is {height}x{width}",
-                            "all views of an object must have the same size: resize them consistently")
+    height, width = shared_image_size(image_paths, "all views of an object must have the same size: resize them "
+                                      "consistently")
 
     poses = np.stack([read_pose(pose_dir / f"{p.stem}.txt") for p in image_paths])
     c2w = torch.from_numpy(srn_pose_to_nerfstudio(poses)).to(torch.float32)
@@ -319,8 +316,10 @@ def write_srn_object(
 # listing
 
 
-def _is_object(folder: Path) -> bool:
-    return is_srn_object(folder) or (folder / "transforms.json").is_file()
+def is_object_folder(folder: Union[str, Path]) -> bool:
+    """True for a folder that holds one object in either layout: SRN, or a ``transforms.json`` scene."""
+    folder = Path(folder)
+    return folder.is_dir() and (is_srn_object(folder) or (folder / "transforms.json").is_file())
 
 
 def list_srn_objects(root: Union[str, Path], split: str) -> list[Path]:
@@ -338,7 +337,7 @@ def list_srn_objects(root: Union[str, Path], split: str) -> list[Path]:
               "(<object>/rgb/*.png, <object>/pose/*.txt, <object>/intrinsics.txt) or <object>/transforms.json")
     if not split_dir.is_dir():
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if any(_is_object(p) for p in folders):
+        if any(is_object_folder(p) for p in folders):
             raise DataError(split_dir, f"split folder '{split}' not found, and {root} holds object folders itself "
                             f"({', '.join(p.name for p in folders[:3])}{' ...' if len(folders) > 3 else ''})",
                             f"move the object folders into {split_dir}/ (and a few held-out ones into "
@@ -347,7 +346,7 @@ def list_srn_objects(root: Union[str, Path], split: str) -> list[Path]:
         raise DataError(split_dir, f"split folder '{split}' not found (folders there: {names})",
                         f"{layout}: rename or symlink the folder that holds the objects to {split}/, or create a "
                         "dataset with `nerfdiff-generate-data --output-dir ...`")
-    objects = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_object(p)]
+    objects = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_object_folder(p)]
     if not objects:
         raise DataError(split_dir, "split folder contains no objects", layout)
     return sorted(objects, key=lambda p: _natural_key(p.name))

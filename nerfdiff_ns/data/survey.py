@@ -10,6 +10,7 @@ fix. The camera distribution a bundle records is computed from the same survey, 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -35,12 +36,11 @@ def survey_training_objects(
     folders: Sequence[Path], object_radius: float, warn: Optional[Callable[[str], None]] = None,
 ) -> list[ObjectCameras]:
     """Every object's cameras, refused with a :class:`DataError` where pretraining could not
-    use it: fewer than 2 views, non-square images, an image size or field of view other than the first object's,
-    or a camera inside the object sphere. ``warn`` gets a line when the sphere fills little of the view."""
+    use it: fewer than 2 views, non-square images, an image size or field of view other than most objects', or a
+    camera inside the object sphere. ``warn`` gets a line when the sphere fills little of the view."""
     from nerfdiff_ns.data.multiview import read_object_cameras
 
     cameras = [read_object_cameras(folder) for folder in folders]
-    first = cameras[0]
     for cam in cameras:
         if cam.num_views < 2:
             raise DataError(cam.folder, f"object '{cam.object_id}' has {cam.num_views} view: pretraining pairs a source "
@@ -50,25 +50,33 @@ def survey_training_objects(
             raise DataError(cam.image_paths[0], f"images are {cam.height}x{cam.width} (HxW): the NeRF and the CDM "
                             "work on square images", "crop or pad every view to a square around the object (and "
                             "shift cx/cy by the crop), then resize all objects to one size")
-        if (cam.height, cam.width) != (first.height, first.width):
-            raise DataError(cam.image_paths[0], f"object '{cam.object_id}' has {cam.height}x{cam.width} images but "
-                            f"'{first.object_id}' has {first.height}x{first.width}: a batch stacks views of many "
-                            "objects, so a split has one image size", "resize every object's views to one size "
-                            "(scaling the intrinsics with them)")
-        ratio = _tan_half_fov(cam) / _tan_half_fov(first)
-        if abs(ratio - 1.0) > FOV_TOLERANCE:
-            raise DataError(cam.camera_file, f"object '{cam.object_id}' has a vertical field of view of "
-                            f"{cam.fov_y_degrees:.1f}° but '{first.object_id}' has {first.fov_y_degrees:.1f}°: the "
-                            "bundle records one camera for NGD and photos", "render or crop every object with one "
-                            "field of view, or train on the objects that share it")
+    # one image size and one camera per split: the odd objects are the ones that differ from most
+    sizes = Counter(cam.height for cam in cameras)
+    size, count = sizes.most_common(1)[0]
+    odd = [cam for cam in cameras if cam.height != size]
+    if odd:
+        raise DataError(odd[0].image_paths[0], f"{len(odd)} object(s) ({_names(odd)}) have images of another size than "
+                        f"the {count} with {size}x{size} (object '{odd[0].object_id}': {odd[0].height}x{odd[0].width}): "
+                        "a batch stacks views of many objects, so a split has one image size",
+                        "resize every object's views to one size (scaling the intrinsics with them)")
+    common = Counter(round(cam.fov_y_degrees, 1) for cam in cameras).most_common(1)[0][0]
+    reference = math.tan(math.radians(common) / 2)
+    odd = [cam for cam in cameras if abs(cam.tan_half_fov_y / reference - 1.0) > FOV_TOLERANCE]
+    if odd:
+        raise DataError(odd[0].camera_file, f"{len(odd)} object(s) ({_names(odd)}) have another vertical field of view "
+                        f"than the {common:.1f}° of the others (object '{odd[0].object_id}': "
+                        f"{odd[0].fov_y_degrees:.1f}°): the bundle records one camera for NGD and photos",
+                        "render or crop every object with one field of view, or train on the objects that share it")
+    for cam in cameras:
         distances = cam.c2w[:, :3, 3].norm(dim=-1)
         closest = int(distances.argmin())
         if float(distances[closest]) <= object_radius:
-            raise DataError(cam.camera_file, f"view {closest} of object '{cam.object_id}' is {float(distances[closest]):.2f} "
-                            f"from the origin, inside the object sphere of radius {object_radius:g}: the object must "
-                            "sit at the origin inside that sphere with every camera outside it",
-                            "centre the object at the origin and scale the camera translations so the object fits "
-                            f"in radius {object_radius:g} (the generated datasets put cameras at 2.7)")
+            raise DataError(cam.pose_file(closest), f"the camera of {cam.image_paths[closest].name} (object "
+                            f"'{cam.object_id}') is {float(distances[closest]):.2f} from the origin, inside the object "
+                            f"sphere of radius {object_radius:g}: the object must sit at the origin inside that sphere "
+                            "with every camera outside it", "centre the object at the origin and scale the camera "
+                            f"translations so the object fits in radius {object_radius:g} (the generated datasets put "
+                            "cameras at 2.7)")
     fill = _sphere_fill(cameras, object_radius)
     if warn is not None and fill < MIN_SPHERE_FILL:
         warn(f"the object sphere (radius {object_radius:g}) spans only {fill:.0%} of the half field of view at the "
@@ -97,12 +105,13 @@ def background_warning(cameras: Sequence[ObjectCameras], background: Sequence[fl
             "--nerf.background to the data's backdrop, or matte the objects onto it")
 
 
-def _tan_half_fov(cam: ObjectCameras) -> float:
-    return cam.height / 2 / float(cam.intrinsics[1])
+def _names(cameras: Sequence[ObjectCameras], shown: int = 5) -> str:
+    names = ", ".join(f"'{cam.object_id}'" for cam in cameras[:shown])
+    return names + (" ..." if len(cameras) > shown else "")
 
 
 def _sphere_fill(cameras: Sequence[ObjectCameras], object_radius: float) -> float:
     """tan of the sphere's angular radius over tan(fov/2), at the mean camera distance of the split."""
     distance = float(torch.cat([c.c2w[:, :3, 3].norm(dim=-1) for c in cameras]).mean())
     angular = math.asin(min(1.0, object_radius / distance))
-    return math.tan(angular) / _tan_half_fov(cameras[0]) if angular < math.pi / 2 else math.inf
+    return math.tan(angular) / cameras[0].tan_half_fov_y if angular < math.pi / 2 else math.inf

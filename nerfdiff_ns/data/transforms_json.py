@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from nerfdiff_ns.data.errors import DataError
-from nerfdiff_ns.data.images import Background, image_size
+from nerfdiff_ns.data.images import Background, shared_image_size
 from nerfdiff_ns.data.srn import IMAGE_EXTENSIONS, RIGID_TOLERANCE
 from nerfdiff_ns.data.views import MultiViewObject, ObjectCameras
 
@@ -153,12 +153,7 @@ def read_transforms_cameras(folder: Union[str, Path]) -> ObjectCameras:
         raise DataError(path, "no focal length: neither 'fl_x' nor 'camera_angle_x' is given",
                         "add 'fl_x' (pixels) or 'camera_angle_x' (radians)")
 
-    height, width = image_size(image_paths[0])
-    for p in image_paths[1:]:
-        size = image_size(p)
-        if size != (height, width):
-            raise DataError(p, f"image is {size[0]}x{size[1]} (HxW) but {image_paths[0].name} is {height}x{width}",
-                            "all frames of a scene must have the same size")
+    height, width = shared_image_size(image_paths, "all frames of a scene must have the same size")
 
     # Intrinsics are given for a w x h image; scale them to the size actually on disk.
     w = cam.get("w", float(width))

@@ -33,8 +33,18 @@ class ObjectCameras:
         return len(self.image_paths)
 
     @property
+    def tan_half_fov_y(self) -> float:
+        return self.height / 2 / float(self.intrinsics[1])
+
+    @property
     def fov_y_degrees(self) -> float:
-        return math.degrees(2 * math.atan(self.height / 2 / float(self.intrinsics[1])))
+        return math.degrees(2 * math.atan(self.tan_half_fov_y))
+
+    def pose_file(self, view: int) -> Path:
+        """The file that holds view ``view``'s camera pose: ``pose/<stem>.txt`` (SRN) or the ``transforms.json``."""
+        if self.camera_file.name == "intrinsics.txt":
+            return self.folder / "pose" / f"{self.image_paths[view].stem}.txt"
+        return self.camera_file
 
     def load(self, background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> "MultiViewObject":
         """Decode every view (composited on ``background``)."""

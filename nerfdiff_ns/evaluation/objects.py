@@ -21,28 +21,23 @@ def parse_shard(shard: str) -> Tuple[int, int]:
     return index, count
 
 
-def _is_object(folder: Path) -> bool:
-    from nerfdiff_ns.data.srn import is_srn_object
-
-    return folder.is_dir() and (is_srn_object(folder) or (folder / "transforms.json").is_file())
-
-
 def list_objects(data: Path) -> List[Path]:
     """Object folders of a split folder (natural order), or ``[data]`` for one object folder."""
     from nerfdiff_ns.data.errors import DataError
+    from nerfdiff_ns.data.srn import is_object_folder
     from nerfdiff_ns.data.srn import list_srn_objects
 
     data = Path(data)
     if not data.exists():
         raise DataError(data, "not found", "pass an SRN split folder (e.g. data/synth32/val) or one object folder with --data")
-    if _is_object(data):
+    if is_object_folder(data):
         return [data]
     if not data.is_dir():
         raise DataError(data, "is not a folder", "pass an SRN split folder or one object folder with --data")
     try:
         return list_srn_objects(data.parent, data.name)
     except DataError:
-        splits = sorted(p.name for p in data.iterdir() if p.is_dir() and any(_is_object(q) for q in p.iterdir()))
+        splits = sorted(p.name for p in data.iterdir() if p.is_dir() and any(is_object_folder(q) for q in p.iterdir()))
         pick = next((s for s in ("val", "test") if s in splits), splits[0] if splits else "")
         hint = f" (it has splits: {', '.join(splits)}; pass e.g. {data / pick})" if splits else ""
         raise DataError(data, f"holds no object folders{hint}", "pass an SRN split folder or one object folder with --data") from None

@@ -248,8 +248,9 @@ def architecture_differences(saved_config_json: str, cfg: PretrainConfig, source
 
 
 # Settings that may differ between the runs of one output folder without changing the trajectory.
-RESUME_NEUTRAL_KEYS = ("steps", "resume", "output_dir", "steps_per_log", "steps_per_checkpoint", "steps_per_eval",
-                       "keep_checkpoints", "log_tensorboard", "log_jsonl", "loader_workers", "device")
+RESUME_NEUTRAL_KEYS = ("resume", "output_dir", "steps_per_log", "steps_per_checkpoint", "steps_per_eval",
+                       "keep_checkpoints", "log_tensorboard", "log_jsonl", "loader_workers", "device",
+                       "init_from", "init_cdm_from")  # (a resume ignores --init-from)
 
 
 def resumed_setting_changes(saved_config_json: str, cfg: PretrainConfig) -> list[str]:
@@ -265,5 +266,11 @@ def resumed_setting_changes(saved_config_json: str, cfg: PretrainConfig) -> list
         return out
 
     saved, now = leaves(json.loads(saved_config_json)), leaves(json.loads(config_to_json(cfg)))
+    neutral = set(RESUME_NEUTRAL_KEYS)
+    if cfg.lr_schedule == "constant":  # a cosine rate depends on the step count; a constant one does not
+        neutral.add("steps")
+    for key in ("data",):  # the same folder spelt another way
+        if key in saved and Path(str(saved[key])).resolve() == Path(str(now[key])).resolve():
+            neutral.add(key)
     return [f"{key}: {saved[key]!r} -> {now[key]!r}" for key in now
-            if key in saved and saved[key] != now[key] and key not in RESUME_NEUTRAL_KEYS]
+            if key in saved and saved[key] != now[key] and key not in neutral]

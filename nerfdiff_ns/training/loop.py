@@ -246,7 +246,7 @@ class Trainer(RunPersistence):
                 try:
                     stats = self.train_step()
                 except DataError:  # an image that only fails to decode: keep the steps done so far
-                    if self.step > 0:
+                    if self.step > 0 and self.dist.world_size == 1:  # (under DDP the other ranks wait in a collective)
                         self.save()
                         log_line(progress, f"stopped at step {self.step} on a data error; checkpoint and bundle saved: "
                                            "fix the file and run the same command again to resume")

@@ -80,7 +80,7 @@ class RunPersistence:
         cdm_bundle, cdm_source, cdm_flag = bundle, path, "--init-from"
         if cdm_path is not None:  # the NeRF is checked against --init-from, the CDM against --init-cdm-from
             cdm_bundle, cdm_source, cdm_flag = load_bundle(cdm_path), cdm_path, "--init-cdm-from"
-            cdm_diffs, widen, _ = self._architecture_differences(cdm_bundle)
+            cdm_diffs, widen, cdm_resized = self._architecture_differences(cdm_bundle)
             problems = [(path, "--init-from", [d for d in diffs if not d.startswith("cdm.")]),
                         (cdm_path, cdm_flag, [d for d in cdm_diffs if d.startswith("cdm.")])]
         for where, flag, found in problems:
@@ -90,9 +90,13 @@ class RunPersistence:
                     f"bundle was trained with (its config.json records them under extra.pretrain_config), or drop "
                     f"{flag} to start from scratch."
                 )
-        if resized and self.dist.is_main:
-            print(f"[nerfdiff] --init-from {path} was trained at {bundle.config.nerf.image_size}²; its convolutional "
-                  f"weights start this {self.cfg.nerf.image_size}² run ({'; '.join(resized)})")
+        started = [("--init-from", path, bundle, resized)]
+        if cdm_path is not None:
+            started.append((cdm_flag, cdm_path, cdm_bundle, cdm_resized))
+        for flag, where, source, differences in started:
+            if differences and self.dist.is_main:
+                print(f"[nerfdiff] {flag} {where} was trained at {source.config.nerf.image_size}²; its convolutional "
+                      f"weights start this {self.cfg.nerf.image_size}² run ({'; '.join(differences)})")
         self.nerf.load_state_dict(bundle.load_nerf("cpu").state_dict())
         if self.cdm is not None and cdm_bundle.config.has_cdm:
             from nerfdiff_ns.cdm.conditions import widen_condition_inputs

@@ -15,7 +15,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from nerfdiff_ns.data.errors import DataError
 from nerfdiff_ns.errors import FlagError
+
+DATA_ERROR_KEY = "__data_error__"
 
 
 class StepBatches(Dataset):
@@ -28,7 +31,10 @@ class StepBatches(Dataset):
         return max(0, self.stop - self.start)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.make(self.start + index)
+        try:
+            return self.make(self.start + index)
+        except DataError as err:  # DataLoader would re-raise it as a RuntimeError: hand it over as data instead
+            return {DATA_ERROR_KEY: ("" if err.path is None else str(err.path), err.problem, err.fix or "")}
 
 
 def _ignore_sigint(worker_id: int) -> None:
@@ -69,6 +75,9 @@ class BatchPrefetcher:
             self._start(step)
         batch = next(self._batches)
         self._next_step += 1
+        if DATA_ERROR_KEY in batch:  # a bad file met by a worker: the same error as without workers
+            path, problem, fix = batch[DATA_ERROR_KEY]
+            raise DataError(path or None, problem, fix or None)
         non_blocking = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
