@@ -227,7 +227,7 @@ class VirtualViewDiffusion:
         ``views`` selects which virtual views ``renders01`` belong to (for chunked sampling); the
         noise comes from this object's generator, one stream across chunks.
         """
-        from nerfdiff_ns.cdm.guidance import sample_cdm
+        from nerfdiff_ns.cdm.baselines import sample_cdm
         from nerfdiff_ns.cdm.schedule import make_sampling_scheduler
         from nerfdiff_ns.cdm.unet import from_diffusion_range
 

@@ -159,7 +159,7 @@ class NerfDiffPipeline(VanillaPipeline):
     def sds_loss(self, step: int) -> torch.Tensor:
         """Score distillation on one random virtual view rendered with gradients."""
         from nerfdiff_ns.cdm.conditions import condition_image
-        from nerfdiff_ns.cdm.guidance import sds_gradient, sds_loss
+        from nerfdiff_ns.cdm.baselines import sds_gradient, sds_loss
         from nerfdiff_ns.cdm.unet import to_diffusion_range
         from nerfdiff_ns.nerf.rays import camera_rays, image_pixels
 

@@ -5,15 +5,8 @@ in this package is [B, 3, H, W] in [-1, 1]; convert project images ([0, 1]) at t
 `to_diffusion_range` / `from_diffusion_range`.
 """
 
-from .guidance import (
-    NGDStepInfo,
-    NGDTrajectories,
-    nerf_guidance_weight,
-    nerf_guided_update,
-    sample_cdm,
-    sds_gradient,
-    sds_loss,
-)
+from .baselines import sample_cdm, sds_gradient, sds_loss
+from .guidance import NGDStepInfo, NGDTrajectories, nerf_guidance_weight, nerf_guided_update
 from .schedule import (
     alpha_sigma,
     ddim_step,

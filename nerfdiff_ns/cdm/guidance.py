@@ -1,4 +1,4 @@
-"""NeRF-guided distillation (NGD, DESIGN §1.3) and the CDM-only / SDS baselines.
+"""NeRF-guided distillation (NGD, DESIGN §1.3); the CDM-only and SDS baselines are in ``baselines.py``.
 
 NGD keeps, for every virtual view pi, a current target image I^pi (an x0 estimate) and a noise
 eps^pi. One diffusion step at timestep t, with R^pi the NeRF's current rendering of pi:
@@ -57,21 +57,12 @@ All images are in [-1, 1] ([V, 3, H, W]); see `unet.to_diffusion_range`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from .schedule import (
-    alpha_sigma,
-    ddim_step,
-    eps_from_prediction,
-    eps_from_x0,
-    ngd_timesteps,
-    noisy_from_x0,
-    x0_from_prediction,
-)
+from .schedule import alpha_sigma, eps_from_prediction, eps_from_x0, standard_noise, x0_from_prediction
 from .unet import ConditionalDiffusionModel, from_diffusion_range, resize_to
 
 GUIDANCE_FORMS = ("x0", "epsilon", "paper")
@@ -148,7 +139,8 @@ class NGDStepInfo:
     x0: torch.Tensor  # the CDM's own estimate x0^ before guidance, [V, 3, H, W], [-1, 1]
 
 
-def _expand_views(x: Optional[torch.Tensor], views: int) -> Optional[torch.Tensor]:
+def expand_views(x: Optional[torch.Tensor], views: int) -> Optional[torch.Tensor]:
+    """A per-view input ([V, ...]) from one shared by all views ([1, ...]), or as given."""
     if x is None or x.shape[0] == views:
         return x
     if x.shape[0] == 1:
@@ -156,12 +148,7 @@ def _expand_views(x: Optional[torch.Tensor], views: int) -> Optional[torch.Tenso
     raise ValueError(f"expected a leading dimension of 1 or {views}, got {tuple(x.shape)}")
 
 
-def _randn(shape: Tuple[int, ...], like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(like.device)
-
-
-def _cdm_prediction(
+def cdm_prediction(
     model: ConditionalDiffusionModel,
     z: torch.Tensor,
     t: int,
@@ -225,7 +212,7 @@ class NGDTrajectories:
         if resolution is not None:
             renders = resize_to(renders, tuple(resolution))
         self.targets = renders.clone()
-        self.noise = _randn(tuple(renders.shape), renders, generator)
+        self.noise = standard_noise(renders, generator)
         return self
 
     @torch.no_grad()
@@ -245,7 +232,7 @@ class NGDTrajectories:
         alpha, sigma = alpha_sigma(self.scheduler, int(t), self.noise.device)
         alpha_next, sigma_next = alpha_sigma(self.scheduler, int(t_next), self.noise.device)
         s = ddim_stochastic_share(alpha, sigma, alpha_next, sigma_next, eta)
-        fresh = _randn(tuple(self.noise.shape), self.noise, generator)
+        fresh = standard_noise(self.noise, generator)
         self.noise = (torch.sqrt((sigma_next**2 - s**2).clamp(min=0.0)) * self.noise + s * fresh) / sigma_next
 
     def targets_01(self) -> torch.Tensor:
@@ -282,12 +269,12 @@ class NGDTrajectories:
         views = self.targets.shape[0]
         device = self.targets.device
         renders = resize_to(renders.detach().float().to(device), self.resolution)
-        source_image = _expand_views(source_image.detach().to(device), views)
-        relative_cameras = _expand_views(relative_cameras, views)
+        source_image = expand_views(source_image.detach().to(device), views)
+        relative_cameras = expand_views(relative_cameras, views)
 
         alpha, sigma = alpha_sigma(self.scheduler, t, device)
         z = alpha * self.targets + sigma * self.noise
-        pred = _cdm_prediction(model, z, t, renders, source_image, relative_cameras, cfg_scale, self.chunk_size)
+        pred = cdm_prediction(model, z, t, renders, source_image, relative_cameras, cfg_scale, self.chunk_size)
         kind = model.config.prediction_type
         x0_hat = x0_from_prediction(self.scheduler, z, pred, t, kind)
         if self.clip_x0:
@@ -305,100 +292,3 @@ class NGDTrajectories:
             mean_abs_x0_minus_render=float((x0_hat - image).abs().mean()),
             x0=x0_hat,
         )
-
-
-@torch.no_grad()
-def sample_cdm(
-    model: ConditionalDiffusionModel,
-    scheduler: SchedulerMixin,
-    renders: torch.Tensor,
-    source_image: torch.Tensor,
-    relative_cameras: Optional[torch.Tensor] = None,
-    num_steps: int = 50,
-    cfg_scale: float = 1.0,
-    generator: Optional[torch.Generator] = None,
-    t_start: Optional[float] = None,
-    clip_x0: bool = True,
-    chunk_size: Optional[int] = None,
-) -> torch.Tensor:
-    """CDM-only baseline: deterministic DDIM (eta = 0) per view, no NeRF guidance -> [V,3,H,W] in [-1,1].
-
-    From pure noise at t = T-1 (`t_start=None`), or SDEdit-style from the render noised to
-    `t_start` (a fraction of T-1, as in `ngd_timesteps`). Steps: `ngd_timesteps(num_steps, t_max, 0)`,
-    each step going straight to the next listed timestep and finally to the clean end.
-    The output has the resolution of `renders` ([V,3+E,h,w]: RGB, then the CDM's extra conditions).
-    """
-    renders = renders.detach().float()
-    image = renders[:, :3]
-    views = renders.shape[0]
-    source_image = _expand_views(source_image.detach(), views)
-    relative_cameras = _expand_views(relative_cameras, views)
-    t_max = 1.0 if t_start is None else float(t_start)
-    timesteps = ngd_timesteps(num_steps, t_max, 0.0, scheduler.config.num_train_timesteps).tolist()
-    noise = _randn(tuple(image.shape), image, generator)
-    z = noise if t_start is None else noisy_from_x0(scheduler, image, noise, timesteps[0])
-    kind = model.config.prediction_type
-    for i, t in enumerate(timesteps):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        pred = _cdm_prediction(model, z, t, renders, source_image, relative_cameras, cfg_scale, chunk_size)
-        z, _ = ddim_step(scheduler, z, pred, t, t_prev, kind, clip_x0)
-    return z
-
-
-@torch.no_grad()
-def sds_gradient(
-    model: ConditionalDiffusionModel,
-    scheduler: SchedulerMixin,
-    images: torch.Tensor,
-    source_image: torch.Tensor,
-    relative_cameras: Optional[torch.Tensor] = None,
-    renders: Optional[torch.Tensor] = None,
-    cfg_scale: float = 1.0,
-    generator: Optional[torch.Generator] = None,
-    t_range: Tuple[float, float] = (0.02, 0.98),
-    timesteps: Optional[torch.Tensor] = None,
-    noise: Optional[torch.Tensor] = None,
-    weighting: str = "sigma2",
-) -> Tuple[torch.Tensor, Dict[str, Any]]:
-    """Score-distillation gradient on images: g = w(t) (eps^(z_t, t | R, I_s) - eps), z_t = alpha x + sigma eps.
-
-    `images` [V,3,H,W] in [-1,1] are the NeRF renders being optimised (read only here); the CDM's
-    render condition R defaults to `images` (pass `renders` to differ). t ~ U[t_range] (fractions of
-    T-1) per view unless `timesteps` is given. w(t): "sigma2" = sigma_t^2 = 1 - alphas_cumprod
-    (DreamFusion) or "uniform" = 1. The UNet Jacobian is skipped, as in SDS; apply with `sds_loss`.
-    """
-    images = images.detach().float()
-    views = images.shape[0]
-    last = scheduler.config.num_train_timesteps - 1
-    if timesteps is None:
-        lo, hi = round(t_range[0] * last), round(t_range[1] * last)
-        gen_device = generator.device if generator is not None else images.device
-        timesteps = torch.randint(lo, hi + 1, (views,), generator=generator, device=gen_device)
-    timesteps = timesteps.to(images.device).long()
-    if noise is None:
-        noise = _randn(tuple(images.shape), images, generator)
-    renders = images if renders is None else resize_to(renders.detach().float(), tuple(images.shape[-2:]))
-    source_image = _expand_views(source_image.detach(), views)
-    relative_cameras = _expand_views(relative_cameras, views)
-
-    alpha, sigma = alpha_sigma(scheduler, timesteps, images.device)
-    z = alpha * images + sigma * noise
-    pred = model.predict_with_cfg(z, timesteps, renders, source_image, relative_cameras, cfg_scale).float()
-    eps_hat = eps_from_prediction(scheduler, z, pred, timesteps, model.config.prediction_type)
-    if weighting == "sigma2":
-        w = sigma**2
-    elif weighting == "uniform":
-        w = torch.ones_like(sigma)
-    else:
-        raise ValueError(f"weighting must be 'sigma2' or 'uniform', got {weighting!r}")
-    grad = w * (eps_hat - noise)
-    return grad, {"timesteps": timesteps, "grad_norm": float(grad.norm() / views)}
-
-
-def sds_loss(images: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Surrogate loss whose gradient w.r.t. `images` is `grad / V` (V = images.shape[0]).
-
-    0.5 * sum((images - stopgrad(images - grad))^2) / V: backpropagate it into the NeRF.
-    """
-    target = (images - grad).detach()
-    return 0.5 * F.mse_loss(images, target, reduction="sum") / images.shape[0]

@@ -176,9 +176,11 @@ def training_target(
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
-def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32).to(x)
+def standard_noise(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """float32 N(0, I) of ``like``'s shape on ``like``'s device, drawn on ``generator``'s device (so a CPU generator
+    gives the same stream whatever the model's device)."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32).to(like.device)
 
 
 def diffusion_loss(
@@ -215,7 +217,7 @@ def diffusion_loss(
         )
     timesteps = timesteps.to(x0.device).long()
     if noise is None:
-        noise = _randn_like(x0, generator)
+        noise = standard_noise(x0, generator).to(x0)
     if drop_conditions is None:
         drop_conditions = model.sample_drop_mask(batch, generator)
     drop_conditions = drop_conditions.to(x0.device)
