@@ -12,7 +12,7 @@ import torch
 
 from nerfdiff_ns.data.camera_rig import camera_position, intrinsics_for, look_at
 from nerfdiff_ns.data.errors import DataError
-from nerfdiff_ns.data.multiview import load_object_folder, read_object_cameras
+from nerfdiff_ns.data.multiview import MultiViewDataset, load_object_folder, read_object_cameras
 from nerfdiff_ns.data.srn import list_srn_objects, write_srn_object
 from nerfdiff_ns.data.survey import background_warning, survey_training_objects
 from nerfdiff_ns.training.batches import estimate_camera_distribution
@@ -44,10 +44,14 @@ def test_a_good_split_passes_and_gives_the_camera_distribution(tmp_path):
     assert dist.distance == pytest.approx(2.7, abs=1e-4)
     assert dist.elevation_range_degrees == pytest.approx((20.0, 20.0), abs=1e-3)
     assert background_warning(cameras, (1.0, 1.0, 1.0)) is None
-    # the cameras alone equal those of the decoded object
+    # the cameras alone equal those of the decoded object, and a dataset handed them loads the same object
     obj = load_object_folder(folders[1])
     assert torch.equal(cameras[1].c2w, obj.c2w) and torch.equal(cameras[1].intrinsics, obj.intrinsics)
     assert (cameras[1].height, cameras[1].width) == (obj.height, obj.width)
+    from_survey = MultiViewDataset(folders, cameras=cameras).load_object(1)
+    assert torch.equal(from_survey.images, obj.images) and torch.equal(from_survey.c2w, obj.c2w)
+    with pytest.raises(ValueError, match="1 cameras for 2 object folders"):
+        MultiViewDataset(folders, cameras=cameras[:1])
 
 
 @pytest.mark.parametrize("bad, message", [

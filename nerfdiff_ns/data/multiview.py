@@ -50,6 +50,8 @@ class MultiViewDataset(Dataset):
         source_view: fix the source view index (e.g. the evaluation protocol's input view); targets
             are then drawn from the other views. ``None`` draws it uniformly.
         cache: keep loaded objects in memory (per process; each DataLoader worker has its own).
+        cameras: each folder's cameras when they were already read (pretraining's start-up survey), so that
+            loading an object only decodes its images.
 
     ``__getitem__`` returns (docs/ARCHITECTURE.md)::
 
@@ -66,11 +68,15 @@ class MultiViewDataset(Dataset):
         background: Background = (1.0, 1.0, 1.0),
         source_view: Optional[int] = None,
         cache: bool = True,
+        cameras: Optional[Sequence[ObjectCameras]] = None,
     ) -> None:
         super().__init__()
         self.folders = [Path(f) for f in folders]
         if not self.folders:
             raise ValueError("MultiViewDataset needs at least one object folder")
+        if cameras is not None and len(cameras) != len(self.folders):
+            raise ValueError(f"{len(cameras)} cameras for {len(self.folders)} object folders")
+        self.cameras = None if cameras is None else list(cameras)
         if num_target_views < 1:
             raise ValueError(f"num_target_views must be >= 1, got {num_target_views}")
         if source_view is not None and source_view < 0:
@@ -96,7 +102,8 @@ class MultiViewDataset(Dataset):
         idx = idx % len(self)
         if idx in self._cache:
             return self._cache[idx]
-        obj = load_object_folder(self.folders[idx], self.background)
+        cameras = self.cameras[idx] if self.cameras is not None else read_object_cameras(self.folders[idx])
+        obj = cameras.load(self.background)
         if self.cache:
             self._cache[idx] = obj
         return obj

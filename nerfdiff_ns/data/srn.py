@@ -346,7 +346,7 @@ def list_srn_objects(root: Union[str, Path], split: str) -> list[Path]:
         raise DataError(split_dir, f"split folder '{split}' not found (folders there: {names})",
                         f"{layout}: rename or symlink the folder that holds the objects to {split}/, or create a "
                         "dataset with `nerfdiff-generate-data --output-dir ...`")
-    objects = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_object_folder(p)]
+    objects = [p for p in split_dir.iterdir() if not p.name.startswith(".") and is_object_folder(p)]
     if not objects:
         raise DataError(split_dir, "split folder contains no objects", layout)
     return sorted(objects, key=lambda p: _natural_key(p.name))

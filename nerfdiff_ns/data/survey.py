@@ -111,7 +111,7 @@ def _names(cameras: Sequence[ObjectCameras], shown: int = 5) -> str:
 
 
 def _sphere_fill(cameras: Sequence[ObjectCameras], object_radius: float) -> float:
-    """tan of the sphere's angular radius over tan(fov/2), at the mean camera distance of the split."""
+    """tan of the sphere's angular radius over tan(fov/2), at the mean camera distance of the split (outside the
+    sphere: the survey has refused any camera inside it)."""
     distance = float(torch.cat([c.c2w[:, :3, 3].norm(dim=-1) for c in cameras]).mean())
-    angular = math.asin(min(1.0, object_radius / distance))
-    return math.tan(angular) / cameras[0].tan_half_fov_y if angular < math.pi / 2 else math.inf
+    return math.tan(math.asin(object_radius / distance)) / cameras[0].tan_half_fov_y

@@ -100,8 +100,6 @@ class CDMConfig:
                             f"[0, --cdm.render-start-max-t {self.render_start_max_t}]")
         if self.render_start_snr_gamma <= 0:
             raise FlagError(f"--cdm.render-start-snr-gamma must be positive, got {self.render_start_snr_gamma}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise FlagError(f"--cdm.dropout {self.dropout} must lie in [0, 1)")
 
 
 @dataclass

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nerfdiff_ns.errors import FlagError
-from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF
 from nerfdiff_ns.data.errors import DataError
 from nerfdiff_ns.data.survey import background_warning, survey_training_objects
+from nerfdiff_ns.errors import FlagError
+from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF
 from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batch, resize_hwc
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import all_reduce_mean, init_distributed
@@ -55,6 +55,8 @@ def check_flags(cfg: PretrainConfig) -> None:
     if cfg.cdm.enabled:
         cfg.cdm.timestep_sampler()  # validates --cdm.timestep-*
         cfg.cdm.check_render_start()
+        if not 0.0 <= cfg.cdm.dropout < 1.0:
+            raise FlagError(f"--cdm.dropout {cfg.cdm.dropout} must lie in [0, 1)")
     elif cfg.freeze_nerf:
         raise FlagError("--freeze-nerf trains only the CDM, which --cdm.no-enabled turns off: drop one of the two "
                         "(--cdm.enabled is the default)")
@@ -68,6 +70,7 @@ class Trainer(RunPersistence):
 
     def __init__(self, cfg: PretrainConfig) -> None:
         from nerfdiff_ns.data.multiview import MultiViewDataset
+        from nerfdiff_ns.data.srn import list_srn_objects
 
         check_flags(cfg)
         if cfg.device == "auto":
@@ -80,17 +83,18 @@ class Trainer(RunPersistence):
         self.device = torch.device(device_type, self.dist.local_rank) if device_type == "cuda" else torch.device("cpu")
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        self.dataset = MultiViewDataset.from_split(cfg.data, "train", background=cfg.nerf.background)
+        warn = (lambda line: print(f"[nerfdiff] warning: {line}")) if self.dist.is_main else None
+        folders = list_srn_objects(cfg.data, "train")
+        train_cameras = survey_training_objects(folders, cfg.nerf.object_radius, warn)
+        self.dataset = MultiViewDataset(folders, background=cfg.nerf.background, cameras=train_cameras)
         self.val_dataset = None
         if (Path(cfg.data) / "val").is_dir():
             self.val_dataset = MultiViewDataset.from_split(cfg.data, "val", background=cfg.nerf.background)
             if cfg.steps_per_eval > 0:  # a corrupt val image fails now, not at the first evaluation
                 for idx in range(min(cfg.num_eval_objects, len(self.val_dataset))):
                     self.val_dataset.load_object(idx)
-        warn = (lambda line: print(f"[nerfdiff] warning: {line}")) if self.dist.is_main else None
-        train_cameras = survey_training_objects(self.dataset.folders, cfg.nerf.object_radius, warn)
-        backdrop = background_warning(train_cameras, cfg.nerf.background)
-        if backdrop and warn:
+        backdrop = background_warning(train_cameras, cfg.nerf.background) if warn else None  # rank 0 reads images
+        if backdrop:
             warn(backdrop)
         self.cameras = estimate_camera_distribution(train_cameras)
         self.nerf = ImageConditionedNeRF(cfg.nerf, device=self.device)
