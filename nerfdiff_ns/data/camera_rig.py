@@ -67,11 +67,12 @@ def intrinsics_for(resolution: int, fov_degrees: float) -> Tuple[float, float, f
 
 
 def camera_rig(split: str, object_id: int, seed: int, views_per_object: int, eval_views_per_object: int,
-               elevation_range_degrees: Tuple[float, float], camera_distance: float) -> np.ndarray:
+               elevation_range_degrees: Tuple[float, float], camera_distance: float, copy: int = 0) -> np.ndarray:
     """``[V, 4, 4]`` camera-to-world of one object: random (train, RNG from ``(seed, object_id)``, so
-    an object's cameras do not depend on which other objects are generated) or the spiral (val)."""
+    an object's cameras do not depend on which other objects are generated; a turned copy ``copy > 0``
+    (``--orientations``) draws its own) or the spiral (val)."""
     if split == "train":
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(object_id)]))
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(object_id)] + ([int(copy)] if copy else [])))
         azimuth, elevation = train_camera_angles(rng, views_per_object, elevation_range_degrees)
     else:
         azimuth, elevation = spiral_camera_angles(eval_views_per_object, elevation_range_degrees)

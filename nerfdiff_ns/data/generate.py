@@ -63,7 +63,8 @@ __all__ = [
     "GenerateConfig", "generate", "main", "entrypoint", "ReservedObjectError", "SPLIT_OBJECT_IDS",
     "RESERVED_OBJECT_IDS", "NUM_OBJECT_IDS", "split_of_object", "parse_object_id", "MeshAsset", "read_obj",
     "load_random_urdf", "normalisation", "look_at", "camera_position", "train_camera_angles",
-    "spiral_camera_angles", "intrinsics_for", "object_cameras", "render_object", "TinyRenderer", "SOURCES",
+    "spiral_camera_angles", "intrinsics_for", "object_cameras", "copy_turn_degrees", "copy_name", "render_object",
+    "TinyRenderer", "SOURCES",
 ]
 
 NUM_RANDOM_URDFS = NUM_OBJECT_IDS
@@ -100,6 +101,12 @@ class GenerateConfig:
     eval_views_per_object: int = 24
     """Views per val object, on a spiral: azimuth 360*k/N degrees, elevation sweeping linearly from
     the low to the high end of the range."""
+    orientations: int = 1
+    """Renders of each train object (random-urdfs only): 1 = the mesh as stored; K > 1 adds K-1 copies,
+    each turned by a random angle about the y axis and seen by its own random cameras, written as
+    <id>r1 ... <id>r<K-1>. The blobs lie along y and spread alike across x and z, so a turned copy is
+    another plausible blob: more distinct shapes for the CDM from the same 900 meshes. Val objects are
+    always rendered as stored."""
     input_view_index: int = 0
     """Evaluation protocol: the fixed input view index of every val object (all other views are
     targets). Written to <output-dir>/<split>/protocol.json."""
@@ -150,6 +157,11 @@ def _validate(config: GenerateConfig) -> None:
     if not 0 <= config.input_view_index < config.eval_views_per_object:
         raise FlagError(f"--input-view-index ({config.input_view_index}) must be in "
                         f"[0, {config.eval_views_per_object}) (--eval-views-per-object)")
+    if config.orientations < 1:
+        raise FlagError(f"--orientations must be >= 1, got {config.orientations}")
+    if config.orientations > 1 and config.source != "random-urdfs":
+        raise FlagError(f"--orientations applies to random-urdfs only: {config.source} objects stand upright, "
+                        "and turning them about their up axis is what the cameras' azimuth already does")
     if config.num_objects is not None and config.num_objects < 1:
         raise FlagError(f"--num-objects must be >= 1, got {config.num_objects}")
     if config.num_objects is not None and config.object_ids is not None:
@@ -193,10 +205,25 @@ def _near_far(config: GenerateConfig) -> Tuple[float, float]:
     return near_far(config.camera_distance, config.object_radius)
 
 
-def object_cameras(config: GenerateConfig, object_id: int, split: str) -> np.ndarray:
-    """``[V, 4, 4]`` camera-to-world (OpenGL axes) of one object, deterministic in (seed, object id)."""
+def object_cameras(config: GenerateConfig, object_id: int, split: str, copy: int = 0) -> np.ndarray:
+    """``[V, 4, 4]`` camera-to-world (OpenGL axes) of one object (or of its turned copy ``copy``),
+    deterministic in (seed, object id, copy)."""
     return camera_rig(split, object_id, config.seed, config.views_per_object, config.eval_views_per_object,
-                      config.elevation_range_degrees, config.camera_distance)
+                      config.elevation_range_degrees, config.camera_distance, copy)
+
+
+def copy_turn_degrees(seed: int, object_id: int, copy: int) -> float:
+    """The angle about y of an object's turned copy (``--orientations``): 0 for the mesh as stored, else
+    uniform in [0, 360) from ``(seed, object id, copy)``, independent of which objects are generated."""
+    if copy == 0:
+        return 0.0
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(object_id), int(copy), 1]))
+    return float(rng.uniform(0.0, 360.0))
+
+
+def copy_name(name: str, copy: int) -> str:
+    """The folder of an object's turned copy: ``<id>r<copy>`` (the mesh as stored keeps ``<id>``)."""
+    return name if copy == 0 else f"{name}r{copy}"
 
 
 def generate(config: GenerateConfig) -> Dict[str, List[Path]]:
@@ -219,7 +246,8 @@ def generate(config: GenerateConfig) -> Dict[str, List[Path]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    total = sum(len(ids) for ids in selected.values())
+    copies = {split: config.orientations if split == "train" else 1 for split in selected}
+    total = sum(len(ids) * copies[split] for split, ids in selected.items())
     written: Dict[str, List[Path]] = {}
     start = time.perf_counter()
     with TinyRenderer(config.resolution, config.resolution, config.fov_degrees, *_near_far(config),
@@ -233,21 +261,23 @@ def generate(config: GenerateConfig) -> Dict[str, List[Path]]:
             for object_id in ids:
                 progress.update(task, description=f"{split} {object_id:03d}")
                 asset = load_asset(config.source, object_id)
-                c2ws = object_cameras(config, object_id, split)
-                images, _ = render_object(renderer, asset, c2ws, config.object_radius)
-                folder = write_srn_object(root / split / asset.name, images, c2ws, focal, cx, cy,
-                                          config.resolution, config.resolution)
-                written[split].append(folder)
-                progress.advance(task)
+                for copy in range(copies[split]):
+                    c2ws = object_cameras(config, object_id, split, copy)
+                    images, _ = render_object(renderer, asset, c2ws, config.object_radius,
+                                              copy_turn_degrees(config.seed, object_id, copy))
+                    folder = write_srn_object(root / split / copy_name(asset.name, copy), images, c2ws, focal, cx,
+                                              cy, config.resolution, config.resolution)
+                    written[split].append(folder)
+                    progress.advance(task)
     seconds = time.perf_counter() - start
 
     splits_record = dict(kept_splits)
-    splits_record.update({split: [f"{i:03d}" for i in ids] for split, ids in selected.items()})
+    splits_record.update({split: [folder.name for folder in folders] for split, folders in written.items()})
     write_json(root / "dataset.json", dataset_record(config, get_source(config.source).description, splits_record))
     if config.progress:
         num_images = sum(len(f) * (config.views_per_object if s == "train" else config.eval_views_per_object)
                          for s, f in written.items())
-        print(f"wrote {total} {config.source} objects, {num_images} images of {config.resolution}x{config.resolution} "
+        print(f"wrote {total} {config.source} objects{' (turned copies included)' if config.orientations > 1 else ''}, {num_images} images of {config.resolution}x{config.resolution} "
               f"to {root} in {seconds:.1f} s", file=sys.stderr)
     return written
 

@@ -8,6 +8,7 @@ shape per part because TinyRenderer colours per visual shape, not per vertex.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Dict, Sequence, Tuple, Union
 
@@ -16,7 +17,7 @@ import numpy as np
 from nerfdiff_ns.data.sources.parts import Part, PartsAsset, asset_normalisation
 from nerfdiff_ns.data.sources.random_urdfs import MeshAsset
 
-__all__ = ["TinyRenderer", "render_object", "load_scene", "flat_shaded"]
+__all__ = ["TinyRenderer", "render_object", "load_scene", "flat_shaded", "turn_about_y"]
 
 Asset = Union[MeshAsset, PartsAsset]
 
@@ -77,12 +78,15 @@ class TinyRenderer:
         self._p.resetSimulation(physicsClientId=self.client)
 
     def add_mesh(self, obj_path: Path, rgba: Sequence[float], scale: float = 1.0,
-                 offset: Sequence[float] = (0.0, 0.0, 0.0)) -> int:
-        """Add an OBJ drawn at ``scale * v + offset`` for each file vertex ``v``."""
+                 offset: Sequence[float] = (0.0, 0.0, 0.0),
+                 orientation: Sequence[float] = (0.0, 0.0, 0.0, 1.0)) -> int:
+        """Add an OBJ drawn at ``R (scale * v) + offset`` for each file vertex ``v``, with R the rotation
+        of the unit quaternion ``orientation`` (x, y, z, w; pybullet's order)."""
         p = self._p
         shape = p.createVisualShape(p.GEOM_MESH, fileName=str(obj_path), meshScale=[float(scale)] * 3,
                                     rgbaColor=list(map(float, rgba)),
-                                    visualFramePosition=list(map(float, offset)), physicsClientId=self.client)
+                                    visualFramePosition=list(map(float, offset)),
+                                    visualFrameOrientation=list(map(float, orientation)), physicsClientId=self.client)
         if shape < 0:
             raise RuntimeError(f"pybullet could not load mesh {obj_path}")
         return p.createMultiBody(baseMass=0, baseVisualShapeIndex=shape, basePosition=[0.0, 0.0, 0.0],
@@ -147,21 +151,33 @@ def _merged_by_colour(parts: Sequence[Part]) -> list:
     return merged
 
 
-def load_scene(renderer: TinyRenderer, asset: Asset, object_radius: float = 1.0) -> Dict[int, tuple]:
-    """Clear the scene and add ``asset`` normalised into the sphere of ``object_radius``; returns
-    ``{body id: rgba}`` of the bodies added."""
+def turn_about_y(degrees: float) -> Tuple[np.ndarray, Tuple[float, float, float, float]]:
+    """The rotation by ``degrees`` about the y axis: ``(3x3 matrix, unit quaternion (x, y, z, w))``."""
+    theta = math.radians(degrees)
+    c, s = math.cos(theta), math.sin(theta)
+    return (np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]),
+            (0.0, math.sin(theta / 2.0), 0.0, math.cos(theta / 2.0)))
+
+
+def load_scene(renderer: TinyRenderer, asset: Asset, object_radius: float = 1.0,
+               turn_degrees: float = 0.0) -> Dict[int, tuple]:
+    """Clear the scene and add ``asset`` normalised into the sphere of ``object_radius`` (then turned by
+    ``turn_degrees`` about the y axis, the sphere's centre fixed); returns ``{body id: rgba}`` of the
+    bodies added."""
     centre, scale = asset_normalisation(asset, object_radius)
+    rotation, quaternion = turn_about_y(turn_degrees)
     renderer.clear()
     if isinstance(asset, MeshAsset):
-        return {renderer.add_mesh(asset.obj_path, asset.rgba, scale=scale, offset=-scale * centre): asset.rgba}
-    return {renderer.add_triangles(scale * (vertices - centre), faces, rgba): rgba
+        return {renderer.add_mesh(asset.obj_path, asset.rgba, scale=scale, offset=-scale * rotation @ centre,
+                                  orientation=quaternion): asset.rgba}
+    return {renderer.add_triangles(scale * (vertices - centre) @ rotation.T, faces, rgba): rgba
             for vertices, faces, rgba in _merged_by_colour(asset.parts)}
 
 
 def render_object(renderer: TinyRenderer, asset: Asset, c2ws: np.ndarray,
-                  object_radius: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
-    """Normalise ``asset`` into the sphere of ``object_radius`` and render it from each camera.
-    Returns ``(images uint8 [V, H, W, 3], masks bool [V, H, W])``."""
-    load_scene(renderer, asset, object_radius)
+                  object_radius: float = 1.0, turn_degrees: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """Normalise ``asset`` into the sphere of ``object_radius``, turn it by ``turn_degrees`` about the y
+    axis and render it from each camera. Returns ``(images uint8 [V, H, W, 3], masks bool [V, H, W])``."""
+    load_scene(renderer, asset, object_radius, turn_degrees)
     images, masks = zip(*(renderer.render(c2w) for c2w in c2ws))
     return np.stack(images), np.stack(masks)
