@@ -104,8 +104,9 @@ class GenerateConfig:
     orientations: int = 1
     """Renders of each train object (random-urdfs only): 1 = the mesh as stored; K > 1 adds K-1 copies,
     each turned by a random angle about the y axis and seen by its own random cameras, written as
-    <id>r1 ... <id>r<K-1>. The blobs lie along y and spread alike across x and z, so a turned copy is
-    another plausible blob: more distinct shapes for the CDM from the same 900 meshes. Val objects are
+    <id>r1 ... <id>r<K-1>. The blobs lie along y and spread alike across x and z, so a turned copy
+    looks like another blob: more distinct shapes from the same 900 meshes. (For the shipped model it
+    did not help: its NeRF renders turned blobs 0.7 dB worse; benchmarks/README.md.) Val objects are
     always rendered as stored."""
     input_view_index: int = 0
     """Evaluation protocol: the fixed input view index of every val object (all other views are
@@ -277,8 +278,9 @@ def generate(config: GenerateConfig) -> Dict[str, List[Path]]:
     if config.progress:
         num_images = sum(len(f) * (config.views_per_object if s == "train" else config.eval_views_per_object)
                          for s, f in written.items())
-        print(f"wrote {total} {config.source} objects{' (turned copies included)' if config.orientations > 1 else ''}, {num_images} images of {config.resolution}x{config.resolution} "
-              f"to {root} in {seconds:.1f} s", file=sys.stderr)
+        copies_note = " (turned copies included)" if config.orientations > 1 else ""
+        print(f"wrote {total} {config.source} objects{copies_note}, {num_images} images of "
+              f"{config.resolution}x{config.resolution} to {root} in {seconds:.1f} s", file=sys.stderr)
     return written
 
 
