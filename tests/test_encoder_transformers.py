@@ -18,6 +18,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from nerfdiff_ns.bundle import BundleError, load_bundle  # noqa: E402
+from nerfdiff_ns.cli import EXIT_USER_ERROR, friendly_errors  # noqa: E402
+from nerfdiff_ns.errors import FlagError  # noqa: E402
 from nerfdiff_ns.nerf.encoder import EncoderConfig, TransformerEncoder, pretrained_folder  # noqa: E402
 from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF, NeRFConfig, SourceView  # noqa: E402
 from nerfdiff_ns.nerf.rays import camera_rays, image_pixels  # noqa: E402
@@ -167,21 +169,28 @@ def test_local_pretrained_weights_load_and_the_bundle_no_longer_needs_them(kind:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_missing_pretrained_weights_fail_with_a_clear_error(kind: str, tmp_path: Path) -> None:
+def test_missing_pretrained_weights_fail_with_a_clear_error(kind: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "not-here"
-    with pytest.raises(FileNotFoundError, match=f"pretrained-path {missing}: no such folder.*save_pretrained"):
+    with pytest.raises(FlagError, match=f"pretrained-path {missing}: no such folder.*save_pretrained"):
         ImageConditionedNeRF(tiny_nerf_config(kind, pretrained_path=str(missing)))
+    # a user error: the CLIs print it as one paragraph, without a traceback (README's `--nerf.encoder.pretrained-path`)
+    with pytest.raises(SystemExit) as info:
+        friendly_errors(lambda: ImageConditionedNeRF(tiny_nerf_config(kind, pretrained_path=str(missing))), "nerfdiff-pretrain")
+    assert info.value.code == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("nerfdiff-pretrain: error: --nerf.encoder.pretrained-path") and "Traceback" not in err
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+    with pytest.raises(FlagError, match="config.json is missing"):
         pretrained_folder(str(empty), kind)
 
     no_weights = tmp_path / "config-only"
     save_tiny_backbone(kind, no_weights)
     for weights in no_weights.glob("*.safetensors"):
         weights.unlink()
-    with pytest.raises(FileNotFoundError, match="no weights.*model.safetensors"):
+    with pytest.raises(FlagError, match="no weights.*model.safetensors"):
         ImageConditionedNeRF(tiny_nerf_config(kind, pretrained_path=str(no_weights)))
 
     other = "dinov2" if kind == "vit" else "vit"

@@ -137,6 +137,22 @@ def test_every_bad_input_reads_as_one_paragraph(case: str, inputs: dict[str, Pat
     assert ("Fix:" in err) or ("re-export" in err) or ("Train one" in err)
 
 
+def test_a_missing_relative_image_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's config.yml keeps --data as ns-train got it, so ns-render / nerfdiff-export started from another folder
+    miss a relative photo: the error names the folder it was read from and where to run them."""
+    from nerfdiff_ns.data.dataparsers import check_image_path
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=f"read from the current folder, {re.escape(str(tmp_path))}.*folder ns-train ran in"):
+        check_image_path("photo.png", "--data")
+    with pytest.raises(DataError) as info:  # another command's flag: no word about runs
+        check_image_path("photo.png", "--image")
+    assert "with --image (a relative path is read from the current folder" in str(info.value) and "ns-train" not in str(info.value)
+    with pytest.raises(DataError) as info:  # an absolute path needs no hint
+        check_image_path(tmp_path / "photo.png", "--data")
+    assert str(info.value).endswith("Fix: pass an existing PNG/JPG with --data")
+
+
 def test_prepare_cli_bad_inputs(inputs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run([str(BIN / "nerfdiff-prepare"), str(inputs["corrupt_image"]), "--output-dir", str(out)], tmp_path)

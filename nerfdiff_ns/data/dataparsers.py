@@ -120,7 +120,12 @@ def check_image_path(path: Union[str, Path], flag: str, folder_hint: str = "") -
         hint = f", or {folder_hint}" if folder_hint else ""
         raise DataError(path, "is a folder, not an image", f"pass one PNG/JPG with {flag}{hint}")
     if not path.is_file():
-        raise DataError(path, "input image not found", f"pass an existing PNG/JPG with {flag}")
+        fix = f"pass an existing PNG/JPG with {flag}"
+        if not path.is_absolute():
+            run = ("; ns-render, ns-eval and nerfdiff-export read a run's --data as ns-train was given it: run them from "
+                   "the folder ns-train ran in") if flag == "--data" else ""
+            fix += f" (a relative path is read from the current folder, {Path.cwd()}{run})"
+        raise DataError(path, "input image not found", fix)
     return path
 
 

@@ -128,23 +128,24 @@ PRETRAINED_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", 
 
 def pretrained_folder(path: str, kind: str) -> Path:
     """Check that ``path`` is a local transformers folder of the right model type, before transformers reads it
-    (for a missing folder it would otherwise treat the path as a Hub repo id and fail with a download message)."""
+    (for a missing folder it would otherwise treat the path as a Hub repo id and fail with a download message).
+    Every refusal is a ``FlagError``, so the CLIs print it as one paragraph, without a traceback."""
     folder = Path(path).expanduser()
     model = "Dinov2Model" if kind == "dinov2" else "ViTModel"
     fix = (f"save one with transformers' `{model}.save_pretrained(folder)`, or download it on a machine with internet "
            f"(e.g. `hf download facebook/dinov2-small --local-dir FOLDER`) and copy it here: weights are never downloaded "
            "at run time. Or drop --nerf.encoder.pretrained-path to train the backbone from scratch.")
     if not folder.is_dir():
-        raise FileNotFoundError(f"--nerf.encoder.pretrained-path {folder}: no such folder. Give a local folder with "
-                                f"config.json and model.safetensors; {fix}")
+        raise FlagError(f"--nerf.encoder.pretrained-path {folder}: no such folder. Give a local folder with "
+                        f"config.json and model.safetensors; {fix}")
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder / 'config.json'} is missing: {folder} is not a transformers model folder; {fix}")
+        raise FlagError(f"{folder / 'config.json'} is missing: {folder} is not a transformers model folder; {fix}")
     if not any((folder / name).is_file() for name in PRETRAINED_WEIGHT_FILES):
-        raise FileNotFoundError(f"{folder} has config.json but no weights (none of {', '.join(PRETRAINED_WEIGHT_FILES)}); {fix}")
+        raise FlagError(f"{folder} has config.json but no weights (none of {', '.join(PRETRAINED_WEIGHT_FILES)}); {fix}")
     try:
         model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-        raise ValueError(f"{folder / 'config.json'} is not a transformers config ({err}); {fix}") from err
+        raise FlagError(f"{folder / 'config.json'} is not a transformers config ({err}); {fix}") from err
     if model_type != kind:
         other = (f"set --nerf.encoder.kind {model_type}" if model_type in ("vit", "dinov2")
                  else "only 'vit' and 'dinov2' models are supported")
