@@ -280,14 +280,29 @@ def test_the_shipped_format_1_bundle_still_loads(tmp_path):
     assert "backbone_config" not in data["nerf"]["encoder"]  # written before that field existed
     b = load_bundle(old)
     nerf, cdm = b.load_nerf(), b.load_cdm()
+    today = load_bundle(shipped)
     assert sum(p.numel() for p in nerf.parameters()) > 0 and not cdm.training
+    assert b.config.nerf == today.config.nerf  # the old file reads as today's architecture (new fields at defaults)
+    own, got = today.load_nerf().state_dict(), nerf.state_dict()
+    assert own.keys() == got.keys() and all(torch.equal(own[k], got[k]) for k in own)  # the same NeRF, whole
+    assert torch.equal(render_some(nerf), render_some(today.load_nerf()))
+    with torch.no_grad():
+        size = int(cdm.config.sample_size)
+        g = torch.Generator().manual_seed(0)
+        x, render, src = (torch.rand(1, 3, size, size, generator=g) * 2 - 1 for _ in range(3))
+        cam = torch.randn(1, 12, generator=g)
+        assert torch.equal(cdm(x, torch.tensor([100]), render, src, cam), today.load_cdm()(x, torch.tensor([100]), render, src, cam))
     assert b.load_train_scheduler().config.num_train_timesteps == b.load_scheduler_config()["num_train_timesteps"]
 
 
-def test_cdm_folders_deleted_or_corrupt(copy_of):
+def test_cdm_folders_deleted_or_corrupt(models, copy_of):
+    _, _, cdm, ema, _ = models
     shutil.rmtree(copy_of / "cdm_ema")
     b = load_bundle(copy_of)
-    b.load_cdm()  # falls back to the raw CDM weights
+    with torch.no_grad():  # falls back to the raw CDM weights
+        inputs = cdm_inputs()
+        assert torch.equal(b.load_cdm()(*inputs), cdm(*inputs))
+        assert not torch.equal(b.load_cdm()(*inputs), ema(*inputs))
     weights = next((copy_of / "cdm").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])
     expect_error(b.load_cdm, str(copy_of / "cdm"), "re-export")

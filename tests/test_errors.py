@@ -87,9 +87,14 @@ def test_only_our_errors_are_reformatted(capsys: pytest.CaptureFixture[str]) -> 
             friendly_errors(fail(other), "nerfdiff-x")
     assert not is_user_error(RuntimeError("x"))
     # long messages wrap at 100 columns without splitting a path
-    long = DataError("/a/very/long/path/" + "x" * 90 + ".png", "could not read image " * 5, "replace it")
+    long_path = "/a/very/long/path/" + "x" * 90 + ".png"
+    long = DataError(long_path, "could not read image " * 5, "replace it")
     text = format_user_error(long, "nerfdiff-x")
-    assert "/a/very/long/path/" + "x" * 90 + ".png" in text and all(len(line) <= 100 or "/" in line for line in text.splitlines())
+    lines = text.splitlines()
+    assert len(lines) >= 3 and all(line.startswith("  ") for line in lines[1:])  # wrapped, continuation indented
+    assert [line for line in lines if long_path in line] == [f"  {long_path}:"]  # the path whole, on a line of its own
+    assert all(len(line) <= 100 for line in lines if long_path not in line)
+    assert " ".join(text.split()) == "nerfdiff-x: error: " + " ".join(str(long).split())  # nothing lost
 
 
 def test_excepthook_handles_only_our_errors(capsys: pytest.CaptureFixture[str]) -> None:

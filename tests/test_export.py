@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -284,10 +285,30 @@ def test_viewer_renders_the_input_view(run, tmp_path: Path) -> None:
     ref, _ = render_cloud(cloud, run.source_c2w[None], run.intrinsics, 32, 32, run.background, "torch")
     assert np.abs(img.astype(np.float32) / 255 - ref[0].numpy()).max() < 0.02
     # the server starts, serves and stops
+    import threading
+    import urllib.request
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    viewer.serve("127.0.0.1", port, max_seconds=1.0)
+    answered: list[int] = []
+
+    def fetch_page() -> None:  # what a browser does first: load the viewer's page while it serves
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1.0) as response:
+                    answered.append(response.status)
+                    return
+            except OSError:
+                time.sleep(0.02)
+
+    client = threading.Thread(target=fetch_page, daemon=True)
+    client.start()
+    viewer.serve("127.0.0.1", port, max_seconds=3.0)  # returns: max_seconds ends it
+    client.join(timeout=10)
+    assert answered == [200]
+    with pytest.raises(OSError):  # stopped: the page is no longer served
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2.0)
 
 
 def test_bad_inputs(run, run_config: Path, tmp_path: Path) -> None:

@@ -306,8 +306,14 @@ def test_renders_are_resized_to_the_trajectory_resolution():
     big = torch.nn.functional.interpolate(renders[0], scale_factor=2, mode="bilinear")
     traj = NGDTrajectories(sched).init(big, torch.Generator().manual_seed(0), resolution=(SIZE, SIZE))
     assert traj.resolution == (SIZE, SIZE)
-    traj.step(model, 500, big, source, cameras, gamma=1e12)
+    # shrinking: a bilinear, anti-aliased resize of the whole render (not a crop, not every other pixel)
+    small = torch.nn.functional.interpolate(big, size=(SIZE, SIZE), mode="bilinear", antialias=True)
+    torch.testing.assert_close(traj.targets, small, rtol=0, atol=1e-6)
+    other = torch.rand(VIEWS, 3, 2 * SIZE, 2 * SIZE, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    traj.step(model, 500, other, source, cameras, gamma=1e12)  # huge gamma: the targets become the render
     assert traj.targets.shape == (VIEWS, 3, SIZE, SIZE)
+    torch.testing.assert_close(traj.targets, torch.nn.functional.interpolate(other, size=(SIZE, SIZE), mode="bilinear",
+                                                                             antialias=True), rtol=0, atol=1e-5)
 
 
 def test_sample_cdm_determinism_range_and_sdedit():

@@ -57,6 +57,11 @@ def test_the_renderer_takes_step_jitter_and_refuses_a_row_mismatch():
     assert bool((samples.t >= samples.edges[..., :-1]).all()) and bool((samples.t < samples.edges[..., 1:]).all())
     again = stratified_samples(near, far, 8, True, StepJitter(7, 2, 0, 2, "cpu"))
     torch.testing.assert_close(samples.t, again.t, rtol=0, atol=0)
+    # the offsets within the bins are the step's draw (not the bin centres, not the global RNG): bins of width 0.25
+    u = StepJitter(7, 2, 0, 2, "cpu").draw((2, 5, 8))
+    torch.testing.assert_close(samples.t, samples.edges[..., :-1] + 0.25 * u, rtol=0, atol=1e-6)
+    torch.testing.assert_close(stratified_samples(near[1:], far[1:], 8, True, StepJitter(7, 2, 1, 1, "cpu")).t,
+                               samples.t[1:], rtol=0, atol=0)  # object 1 alone: its row of the same draw
     with pytest.raises(ValueError, match="1 jitter rows for a batch of 2 objects"):
         stratified_samples(near, far, 8, True, StepJitter(7, 2, 0, 1, "cpu"))
     with pytest.raises(ValueError, match="outside a global batch of 2"):

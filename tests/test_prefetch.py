@@ -64,6 +64,7 @@ def test_workers_serve_the_render_cache_stage_too(tiny_bundle, tmp_path):
     assert here.render_cache is not None and ahead.render_cache is not None
     for _ in range(3):
         assert here.train_step() == ahead.train_step()
+    assert here.prefetcher is None and ahead.prefetcher is not None  # the workers really built ahead's batches
 
 
 def _pid_batch(step: int) -> dict:
