@@ -24,8 +24,7 @@ def parse_shard(shard: str) -> Tuple[int, int]:
 def list_objects(data: Path) -> List[Path]:
     """Object folders of a split folder (natural order), or ``[data]`` for one object folder."""
     from nerfdiff_ns.data.errors import DataError
-    from nerfdiff_ns.data.srn import is_object_folder
-    from nerfdiff_ns.data.srn import list_srn_objects
+    from nerfdiff_ns.data.srn import is_object_folder, list_srn_objects
 
     data = Path(data)
     if not data.exists():

@@ -244,7 +244,6 @@ def architecture_differences(saved_config_json: str, cfg: PretrainConfig, source
     return diffs
 
 
-
 # Settings that may differ between the runs of one output folder without changing the trajectory.
 RESUME_NEUTRAL_KEYS = ("resume", "output_dir", "steps_per_log", "steps_per_checkpoint", "steps_per_eval",
                        "keep_checkpoints", "log_tensorboard", "log_jsonl", "loader_workers", "device",
@@ -267,8 +266,7 @@ def resumed_setting_changes(saved_config_json: str, cfg: PretrainConfig) -> list
     neutral = set(RESUME_NEUTRAL_KEYS)
     if cfg.lr_schedule == "constant":  # a cosine rate depends on the step count; a constant one does not
         neutral.add("steps")
-    for key in ("data",):  # the same folder spelt another way
-        if key in saved and Path(str(saved[key])).resolve() == Path(str(now[key])).resolve():
-            neutral.add(key)
+    if "data" in saved and Path(str(saved["data"])).resolve() == Path(str(now["data"])).resolve():
+        neutral.add("data")  # the same folder spelt another way
     return [f"{key}: {saved[key]!r} -> {now[key]!r}" for key in now
             if key in saved and saved[key] != now[key] and key not in neutral]
