@@ -13,7 +13,7 @@ import pytest
 
 from nerfdiff_ns.data import generate as gen
 from nerfdiff_ns.data.generate import GenerateConfig, ReservedObjectError, generate
-from nerfdiff_ns.data.render_pybullet import turn_about_y
+from nerfdiff_ns.data.sources.primitives import rotation_y
 from nerfdiff_ns.data.srn import load_srn_object
 
 pytest.importorskip("pybullet")
@@ -290,7 +290,7 @@ def test_silhouettes_match_projected_mesh_through_files(tmp_path: Path, copy: in
             # the written PNGs are exactly these renders
             np.testing.assert_array_equal(images, np.round(obj.images.numpy() * 255).astype(np.uint8))
             centre, scale = gen.normalisation(asset.vertices, config.object_radius)
-            verts = scale * (asset.vertices - centre) @ turn_about_y(turn)[0].T
+            verts = scale * (asset.vertices - centre) @ rotation_y(turn).T
             for c2w, mask in zip(obj.c2w.double().numpy(), masks):
                 uv = _project(verts, c2w, obj.intrinsics)
                 rows, cols = np.nonzero(mask)

@@ -15,9 +15,10 @@ from typing import Dict, Sequence, Tuple, Union
 import numpy as np
 
 from nerfdiff_ns.data.sources.parts import Part, PartsAsset, asset_normalisation
+from nerfdiff_ns.data.sources.primitives import rotation_y
 from nerfdiff_ns.data.sources.random_urdfs import MeshAsset
 
-__all__ = ["TinyRenderer", "render_object", "load_scene", "flat_shaded", "turn_about_y"]
+__all__ = ["TinyRenderer", "render_object", "load_scene", "flat_shaded", "quaternion_about_y"]
 
 Asset = Union[MeshAsset, PartsAsset]
 
@@ -151,12 +152,10 @@ def _merged_by_colour(parts: Sequence[Part]) -> list:
     return merged
 
 
-def turn_about_y(degrees: float) -> Tuple[np.ndarray, Tuple[float, float, float, float]]:
-    """The rotation by ``degrees`` about the y axis: ``(3x3 matrix, unit quaternion (x, y, z, w))``."""
-    theta = math.radians(degrees)
-    c, s = math.cos(theta), math.sin(theta)
-    return (np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]),
-            (0.0, math.sin(theta / 2.0), 0.0, math.cos(theta / 2.0)))
+def quaternion_about_y(degrees: float) -> Tuple[float, float, float, float]:
+    """pybullet's unit quaternion (x, y, z, w) of :func:`~nerfdiff_ns.data.sources.primitives.rotation_y`."""
+    half = math.radians(degrees) / 2.0
+    return 0.0, math.sin(half), 0.0, math.cos(half)
 
 
 def load_scene(renderer: TinyRenderer, asset: Asset, object_radius: float = 1.0,
@@ -165,11 +164,11 @@ def load_scene(renderer: TinyRenderer, asset: Asset, object_radius: float = 1.0,
     ``turn_degrees`` about the y axis, the sphere's centre fixed); returns ``{body id: rgba}`` of the
     bodies added."""
     centre, scale = asset_normalisation(asset, object_radius)
-    rotation, quaternion = turn_about_y(turn_degrees)
+    rotation = rotation_y(turn_degrees)
     renderer.clear()
     if isinstance(asset, MeshAsset):
         return {renderer.add_mesh(asset.obj_path, asset.rgba, scale=scale, offset=-scale * rotation @ centre,
-                                  orientation=quaternion): asset.rgba}
+                                  orientation=quaternion_about_y(turn_degrees)): asset.rgba}
     return {renderer.add_triangles(scale * (vertices - centre) @ rotation.T, faces, rgba): rgba
             for vertices, faces, rgba in _merged_by_colour(asset.parts)}
 
