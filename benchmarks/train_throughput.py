@@ -71,9 +71,19 @@ class TrainBenchConfig:
     render_cache: bool = True
     """With --freeze-nerf: the stage's render cache (built before the timed steps; its build time is reported
     apart). --no-render-cache renders the conditions live every step."""
+    target_rays: int = 0
+    """Pretraining's --target-rays: the target-view NeRF loss over this many random pixels per object (0 = every
+    pixel; the CDM's condition is then rendered whole without gradients)."""
+    nerf_only: bool = False
+    """Measure the NeRF-only stage (pretraining --cdm.no-enabled) instead of joint training."""
     loader_workers: int = 0
     """Pretraining's --loader-workers: processes that build the next batches while the device trains (0 = in the
     training process, part of every timed step)."""
+    profile_steps: int = 0
+    """After the timed steps, where the time goes: this many steps with the device synchronised around each phase
+    of the step (nerfdiff_ns/training/phases.py: batch, encode, render, CDM loss, backward, optimiser ...), then as
+    many under torch.profiler for the ops that cost most (self device time on CUDA, self CPU time on the CPU). Both
+    tables are printed and stored in the JSON; they do not change the images/s above (0 = no profile)."""
     output_json: Optional[Path] = None
     """Write all figures and the machine facts to this JSON file."""
 
@@ -98,7 +108,7 @@ def preset_config(preset: str):
 
 def train_worker(preset: str, data: str, output_dir: str, device: str, batch_size: int, warmup_steps: int, steps: int,
                  threads: Optional[int] = None, freeze_nerf: bool = False, render_cache: bool = True,
-                 loader_workers: int = 0) -> dict:
+                 loader_workers: int = 0, profile_steps: int = 0, target_rays: int = 0, nerf_only: bool = False) -> dict:
     """Build the Trainer for one preset and time ``steps`` train steps; run in its own process."""
     import torch
 
@@ -108,9 +118,11 @@ def train_worker(preset: str, data: str, output_dir: str, device: str, batch_siz
         torch.set_num_threads(threads)
     cfg = dataclasses.replace(
         preset_config(preset), data=Path(data), output_dir=Path(output_dir), device=device, batch_size=batch_size,
-        steps=warmup_steps + steps, steps_per_eval=0, log_tensorboard=False, resume=False, log_jsonl=False,
-        freeze_nerf=freeze_nerf, render_cache=render_cache, loader_workers=loader_workers,
+        steps=warmup_steps + steps + 2 * profile_steps, steps_per_eval=0, log_tensorboard=False, resume=False, log_jsonl=False,
+        freeze_nerf=freeze_nerf, render_cache=render_cache, loader_workers=loader_workers, target_rays=target_rays,
     )
+    if nerf_only:
+        cfg = dataclasses.replace(cfg, cdm=dataclasses.replace(cfg.cdm, enabled=False))
     setup_start = time.perf_counter()
     trainer = Trainer(cfg)
     setup_s = time.perf_counter() - setup_start
@@ -144,13 +156,56 @@ def train_worker(preset: str, data: str, output_dir: str, device: str, batch_siz
         "nerf_parameters": sum(p.numel() for p in trainer.nerf.parameters()),
         "cdm_parameters": sum(p.numel() for p in trainer.cdm.parameters()) if trainer.cdm is not None else 0,
         "last_loss": stats["total_loss"],
-        "freeze_nerf": freeze_nerf, "loader_workers": loader_workers,
+        "freeze_nerf": freeze_nerf, "loader_workers": loader_workers, "target_rays": target_rays,
         "render_cache_triples": len(trainer.render_cache) if trainer.render_cache else 0,
         "trainer_setup_s": setup_s,
     }
     if device.startswith("cuda"):
         result["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if profile_steps > 0:
+        result.update(profile_train_steps(trainer, device, profile_steps))
     return result
+
+
+def profile_train_steps(trainer, device: str, steps: int) -> dict:
+    """Per-phase seconds (synchronised) over ``steps`` train steps, then the costliest ops over as many more."""
+    import torch
+
+    from nerfdiff_ns.training.phases import PhaseTimer, op_table
+
+    start = time.perf_counter()
+    with PhaseTimer(device) as timer:
+        for _ in range(steps):
+            trainer.train_step()
+    phased_step_s = (time.perf_counter() - start) / steps
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.train_step()
+        common.sync(device)
+    return {"profile_steps": steps, "phased_step_s": phased_step_s, "phases": timer.table(steps),
+            "top_ops": op_table(prof, steps)}
+
+
+def print_profile(result: dict) -> None:
+    """The phase and op tables of one preset's ``--profile-steps`` run."""
+    name = f"{result['preset']}, batch {result['batch_size']}"
+    step = result["phased_step_s"]
+    common.print_table(
+        f"{name}: where a step's time goes ({result['profile_steps']} steps, device synchronised around each phase: "
+        f"{step:.3f} s/step)", ["phase", "s/step", "share of step", "calls/step"],
+        [[p["phase"], p["seconds_per_step"], f"{100 * p['seconds_per_step'] / step:.1f} %", p["calls_per_step"]]
+         for p in result["phases"]],
+    )
+    on_device = any(op["self_device_ms_per_step"] > 0 for op in result["top_ops"])
+    common.print_table(
+        f"{name}: costliest ops by self {'device' if on_device else 'CPU'} time (torch.profiler)",
+        ["op", "calls/step", "self CPU ms/step", "self device ms/step", "share"],
+        [[op["op"], op["calls_per_step"], op["self_cpu_ms_per_step"], op["self_device_ms_per_step"],
+          f"{100 * op['share']:.1f} %"] for op in result["top_ops"]],
+    )
 
 
 def main(cfg: TrainBenchConfig) -> dict:
@@ -172,6 +227,7 @@ def main(cfg: TrainBenchConfig) -> dict:
                 "preset": preset, "data": str(data), "output_dir": str(Path(tmp) / f"run-{preset}"), "device": device,
                 "batch_size": batch, "warmup_steps": cfg.warmup_steps, "steps": cfg.steps, "threads": cfg.threads,
                 "freeze_nerf": cfg.freeze_nerf, "render_cache": cfg.render_cache, "loader_workers": cfg.loader_workers,
+                "profile_steps": cfg.profile_steps, "target_rays": cfg.target_rays, "nerf_only": cfg.nerf_only,
             }))
     print()
     headers = ["preset", "batch", "image px", "render px", "samples/ray", "median s/step", "images/s", "peak RSS MiB",
@@ -188,12 +244,18 @@ def main(cfg: TrainBenchConfig) -> dict:
         for row, r in zip(rows, results):
             row.append(f"{r['render_cache_triples']} / {r['trainer_setup_s']:.1f}")
     workers = f", {cfg.loader_workers} loader workers" if cfg.loader_workers else ""
-    stage = ("CDM only on a frozen NeRF, " + ("render cache" if cfg.render_cache else "live renders")) if cfg.freeze_nerf else "NeRF + CDM"
+    stage = ("CDM only on a frozen NeRF, " + ("render cache" if cfg.render_cache else "live renders")) if cfg.freeze_nerf \
+        else ("NeRF only" if cfg.nerf_only else "NeRF + CDM")
+    if cfg.target_rays and not cfg.freeze_nerf:
+        stage += f", NeRF loss on {cfg.target_rays} target rays per object"
     common.print_table(
         f"pretraining throughput on {device} ({cfg.steps} timed steps after {cfg.warmup_steps} warm-up; {stage}, "
         f"full train_step{workers})",
         headers, rows,
     )
+    for result in results:
+        if "phases" in result:
+            print_profile(result)
     payload = {"benchmark": "train_throughput", "machine": facts, "config": cfg.__dict__, "presets": results}
     common.write_json(cfg.output_json, payload)
     return payload

@@ -136,6 +136,28 @@ def test_run_sh_end_to_end_on_cpu(bare_python: Path, pack: Path, tmp_path: Path)
     _check_bundle(out / "bundle", steps=2)
 
 
+def test_throughput_sh_profiles_a_step_on_a_bare_worker(bare_python: Path, pack: Path, tiny_data: Path,
+                                                        tmp_path: Path) -> None:
+    """The device call that measures images/s also says where a step's time goes (PROFILE_STEPS), with only the
+    worker's packages: phases synchronised one by one, then the costliest ops from torch.profiler."""
+    bench_data = tmp_path / "bench-data"
+    bench_data.mkdir()
+    (bench_data / "16px-8x4").symlink_to(tiny_data)  # the worker cannot generate data: it is made beforehand
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        ["bash", str(WORKER / "throughput.sh")], cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=_env(OUT=str(out), PACK=str(pack), BENCH_DATA=str(bench_data), PYTHON=str(bare_python), DEV="cpu",
+                 SPECS="test 2 0", STEPS="1", PROFILE_STEPS="1"),
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "where a step's time goes" in proc.stdout and "costliest ops by self CPU time" in proc.stdout
+    result = json.loads((out / "tp-test-2-w0.json").read_text())["presets"][0]
+    phases = {row["phase"] for row in result["phases"]}
+    assert {"batch", "forward/render_target", "forward/cdm_loss", "backward", "optimizer"} <= phases
+    assert result["top_ops"] and result["images_per_s"] > 0
+
+
 def test_run_sh_refuses_a_missing_out_and_a_used_up_time_limit(bare_python: Path, pack: Path, tmp_path: Path) -> None:
     proc = subprocess.run(["bash", str(pack / "run.sh")], capture_output=True, text=True, timeout=60,
                           env=_env(WORK=str(tmp_path / "work")))

@@ -82,6 +82,11 @@ def stack_samples(samples: list[dict[str, torch.Tensor]], cfg: PretrainConfig, d
     return batch
 
 
+def uses_target_rays(cfg: PretrainConfig) -> bool:
+    """Whether the target-view NeRF loss of this run is over ``--target-rays`` random pixels (not every pixel)."""
+    return cfg.target_rays > 0 and not cfg.freeze_nerf
+
+
 def rank_samples(cfg: PretrainConfig, dist_info: DistInfo) -> range:
     """Global indices of this rank's samples in the batch of ``cfg.batch_size``."""
     per_rank = cfg.batch_size // dist_info.world_size
@@ -104,6 +109,8 @@ def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo
         sample["source_pixel_rgb"] = sample["source_image"].reshape(-1, 3)[idx]
         if sampler is not None:
             draw_diffusion_inputs(sample, cfg, gen, sampler)
+        if uses_target_rays(cfg):  # drawn last, so runs without --target-rays keep their streams
+            sample["target_pixel_index"] = torch.randint(cfg.render_resolution**2, (cfg.target_rays,), generator=gen)
         samples.append(sample)
     batch = stack_samples(samples, cfg, device)
     batch["jitter"] = (step_jitter_seed(cfg.seed, step), cfg.batch_size, indices.start)

@@ -128,6 +128,12 @@ class PretrainConfig:
     """Weight of the source-view reconstruction term (0 disables)."""
     source_rays: int = 256
     """Rays per object for the source-view term."""
+    target_rays: int = 0
+    """Rays per object for the target-view NeRF loss: 0 renders every pixel of the target view with gradients;
+    K > 0 takes the loss over K random pixels of it (pixelNeRF trains on 128 rays per object), and a CDM that
+    trains beside it gets the whole render as its condition, rendered without gradients. K = 256 of 32² leaves
+    a quarter of the target rays' backward. Ignored with --freeze-nerf (nothing is backpropagated into the NeRF);
+    not with --cdm.backprop-into-nerf, whose diffusion loss needs the whole render's gradients."""
     learning_rate: float = 1e-3
     """Adam learning rate of the NeRF."""
     lr_warmup_steps: int = 100

@@ -16,20 +16,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nerfdiff_ns.data.errors import DataError
 from nerfdiff_ns.data.survey import background_warning, survey_training_objects
 from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.nerf.image_nerf import ImageConditionedNeRF
-from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batch, resize_hwc
+from nerfdiff_ns.training.batches import estimate_camera_distribution, make_batch
 from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.distributed import all_reduce_mean, init_distributed
 from nerfdiff_ns.training.graceful_stop import GracefulStop
 from nerfdiff_ns.training.joint_model import JointModel, build_cdm, ema_decay
 from nerfdiff_ns.training.lr_schedule import check_lr_schedule, lr_factor
 from nerfdiff_ns.training.persistence import RunPersistence
+from nerfdiff_ns.training.phases import phase
 from nerfdiff_ns.training.prefetch import BatchPrefetcher
 from nerfdiff_ns.training.progress import log_line, make_progress
 from nerfdiff_ns.training.augment import check_augmentations
@@ -49,6 +49,13 @@ def check_flags(cfg: PretrainConfig) -> None:
         if not (math.isfinite(rate) and 0 < rate <= 1):
             raise FlagError(f"{flag} {rate}: a learning rate must be a finite number in (0, 1] (Adam moves each weight "
                             "by up to the rate per step; the tiny preset uses 1e-3 for the NeRF and 3e-4 for the CDM)")
+    pixels = cfg.render_resolution**2
+    if not 0 <= cfg.target_rays <= pixels:
+        raise FlagError(f"--target-rays {cfg.target_rays}: give 0 (every pixel of the target view) or a number of rays "
+                        f"up to the {pixels} pixels of a --render-resolution {cfg.render_resolution} view")
+    if cfg.target_rays > 0 and cfg.cdm.enabled and cfg.cdm.backprop_into_nerf and not cfg.freeze_nerf:
+        raise FlagError("--target-rays renders the CDM's condition without gradients, and --cdm.backprop-into-nerf "
+                        "trains the NeRF through it: drop one of the two")
     if cfg.loader_workers < 0:
         raise FlagError(f"--loader-workers {cfg.loader_workers}: give 0 (batches built in the training process) "
                         "or a number of worker processes")
@@ -180,42 +187,48 @@ class Trainer(RunPersistence):
         cfg = self.cfg
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * self.lr_factor()
-        batch = self.next_batch()
+        with phase("batch"):
+            batch = self.next_batch()
         use_amp = cfg.mixed_precision and self.device.type == "cuda"
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with phase("forward"), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = self.ddp_model(batch)
         losses = {k: v for k, v in out.items() if k.endswith("_loss")}
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
-        finite = torch.isfinite(all_reduce_mean(total.detach().float(), self.dist))
-        if not bool(finite):
+        with phase("loss_check"):
+            finite = bool(torch.isfinite(all_reduce_mean(total.detach().float(), self.dist)))
+        if not finite:
             self._skip_step("non-finite loss")
             return None
-        total.backward()
+        with phase("backward"):
+            total.backward()
         # The norm is always measured (max_norm inf scales by exactly 1) so non-finite gradients
         # (finite loss, overflowing backward) are caught before they reach the weights.
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        if not bool(torch.isfinite(all_reduce_mean(grad_norm.detach().float(), self.dist))):
+        with phase("clip"):
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            finite = bool(torch.isfinite(all_reduce_mean(grad_norm.detach().float(), self.dist)))
+        if not finite:
             self._skip_step("non-finite gradient")
             return None
         self.bad_steps = 0
-        self.optimizer.step()
+        with phase("optimizer"):
+            self.optimizer.step()
         if self.ema is not None:
-            with torch.no_grad():
+            with phase("ema"), torch.no_grad():
                 decay = ema_decay(cfg.cdm.ema_decay, self.step)
                 for e, p in zip(self.ema.parameters(), self.cdm.parameters()):
                     e.lerp_(p, 1.0 - decay)
         self.step += 1
-        stats = {k: float(all_reduce_mean(v.detach().float(), self.dist)) for k, v in losses.items()}
-        stats["total_loss"] = sum(stats.values())
-        if "nerf_mse" in out:
-            stats["nerf_mse"] = float(all_reduce_mean(out["nerf_mse"].detach().float(), self.dist))
-        stats["grad_norm"] = float(grad_norm)
-        with torch.no_grad():
-            target = resize_hwc(batch["target_image"], cfg.render_resolution).permute(0, 2, 3, 1)
-            mse = all_reduce_mean(F.mse_loss(out["render"], target).float(), self.dist)
-            stats["train_psnr"] = float(-10 * torch.log10(mse.clamp(min=1e-10)))
+        with phase("stats"):
+            stats = {k: float(all_reduce_mean(v.detach().float(), self.dist)) for k, v in losses.items()}
+            stats["total_loss"] = sum(stats.values())
+            if "nerf_mse" in out:
+                stats["nerf_mse"] = float(all_reduce_mean(out["nerf_mse"].detach().float(), self.dist))
+            stats["grad_norm"] = float(grad_norm)
+            # the NeRF term is the render's mean squared error (over --target-rays pixels when it is set)
+            mse = stats.get("nerf_loss", stats.get("nerf_mse"))
+            stats["train_psnr"] = -10 * math.log10(max(mse, 1e-10))
         self.loss_log.append({"step": self.step, **stats})
         return stats
 

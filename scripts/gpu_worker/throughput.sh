@@ -9,6 +9,8 @@
 #               <BENCH_DATA>/<res>px-8x4, e.g. by benchmarks/train_throughput.py's make_dataset (default .gpu/bench-data)
 #   SPECS       "preset batch [workers]" separated by ';' (workers: pretraining's --loader-workers, default 0 =
 #               batches built in the training process, as measured on 2026-12-04)
+#   PROFILE_STEPS  after the timed steps, this many steps timed phase by phase and as many under torch.profiler:
+#               where the step's time goes (benchmarks/train_throughput.py --profile-steps; default 0 = none)
 #   DEV         cuda (default) or cpu      PYTHON  python3
 # Each run's figures land in $OUT/tp-<preset>-<batch>-w<workers>.json.
 set -u
@@ -27,6 +29,7 @@ for spec in "${specs[@]}"; do
   set -- $spec
   PYTHONPATH="$R:$W/site" timeout 120 "$PY" train_throughput.py --device "$DEV" --presets "$1" --batch-size "$2" \
     --data-dir "$DATA" --num-objects 8 --views-per-object 4 --warmup-steps 3 --steps "${STEPS:-10}" \
-    --loader-workers "${3:-0}" --output-json "$OUT/tp-$1-$2-w${3:-0}.json" 2>&1 | grep -v "^\s*$" | tail -n 5
+    --loader-workers "${3:-0}" --profile-steps "${PROFILE_STEPS:-0}" --output-json "$OUT/tp-$1-$2-w${3:-0}.json" 2>&1 \
+    | grep -v "^\s*$" | tail -n "$([ "${PROFILE_STEPS:-0}" -gt 0 ] && echo 45 || echo 5)"
 done
 echo "[throughput] done in $(( $(date +%s) - t0 )) s"
