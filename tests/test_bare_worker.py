@@ -148,13 +148,14 @@ def test_throughput_sh_profiles_a_step_on_a_bare_worker(bare_python: Path, pack:
     proc = subprocess.run(
         ["bash", str(WORKER / "throughput.sh")], cwd=REPO, capture_output=True, text=True, timeout=600,
         env=_env(OUT=str(out), PACK=str(pack), BENCH_DATA=str(bench_data), PYTHON=str(bare_python), DEV="cpu",
-                 SPECS="test 2 0", STEPS="1", PROFILE_STEPS="1"),
+                 SPECS="test 2 0 32", STEPS="1", PROFILE_STEPS="1"),
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "where a step's time goes" in proc.stdout and "costliest ops by self CPU time" in proc.stdout
-    result = json.loads((out / "tp-test-2-w0.json").read_text())["presets"][0]
+    result = json.loads((out / "tp-test-2-w0-r32.json").read_text())["presets"][0]
+    assert result["target_rays"] == 32  # the spec's fourth field: --target-rays
     phases = {row["phase"] for row in result["phases"]}
-    assert {"batch", "forward/render_target", "forward/cdm_loss", "backward", "optimizer"} <= phases
+    assert {"batch", "forward/render_target", "forward/render_target_rays", "forward/cdm_loss", "backward"} <= phases
     assert result["top_ops"] and result["images_per_s"] > 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -38,6 +39,26 @@ def test_phases_outside_a_timer_are_profiler_ranges_only():
     assert timer.table(steps=1) == []  # nothing was charged to a timer that was not active
     ops = [row["op"] for row in op_table(prof, steps=1)]
     assert "aten::mm" in ops and not any(op.startswith("nerfdiff/") for op in ops)
+
+
+def test_op_table_ranks_ops_by_their_kernels_time_once():
+    """On CUDA key_averages() lists the CPU-side ops (with the device time of the kernels each launched), the
+    kernels themselves and the ranges again on the GPU side: only the first are ranked, so no time counts twice."""
+    from torch.autograd import DeviceType
+
+    def row(key, device_type, self_cpu, self_device, count=2):
+        return SimpleNamespace(key=key, device_type=device_type, self_cpu_time_total=self_cpu,
+                               self_device_time_total=self_device, count=count)
+
+    rows = [row("aten::mm", DeviceType.CPU, 50.0, 3000.0), row("aten::grid_sampler_2d_backward", DeviceType.CPU, 20.0, 9000.0),
+            row("Optimizer.step#Adam.step", DeviceType.CPU, 400.0, 0.0), row("nerfdiff/backward", DeviceType.CPU, 5.0, 10.0),
+            row("void grid_sampler_2d_backward_kernel<float>", DeviceType.CUDA, 0.0, 9000.0),
+            row("ampere_sgemm_64x64_nn", DeviceType.CUDA, 0.0, 3000.0),
+            row("Optimizer.step#Adam.step", DeviceType.CUDA, 0.0, 12000.0)]
+    table = op_table(SimpleNamespace(key_averages=lambda: rows), steps=2)
+    assert [r["op"] for r in table] == ["aten::grid_sampler_2d_backward", "aten::mm", "Optimizer.step#Adam.step"]
+    assert [r["share"] for r in table] == [0.75, 0.25, 0.0]
+    assert table[0]["self_device_ms_per_step"] == 4.5 and table[0]["calls_per_step"] == 1
 
 
 def test_one_timer_at_a_time():

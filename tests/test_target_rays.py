@@ -13,6 +13,7 @@ from nerfdiff_ns.errors import FlagError
 from nerfdiff_ns.nerf.image_nerf import SourceView
 from nerfdiff_ns.pretrain import Trainer, parse_config
 from nerfdiff_ns.training.batches import make_batch, resize_hwc
+from nerfdiff_ns.training.distributed import DistInfo
 from nerfdiff_ns.training.phases import PhaseTimer
 
 
@@ -29,9 +30,19 @@ def test_batches_draw_target_pixels_last(tiny_data, tmp_path):
     index = b.pop("target_pixel_index")
     assert index.shape == (3, 40) and index.dtype == torch.int64
     assert 0 <= int(index.min()) and int(index.max()) < rays.cfg.render_resolution**2
-    assert len(set(index[0].tolist())) > 20  # random pixels, not one repeated
+    assert all(len(set(row.tolist())) == 40 for row in index)  # distinct pixels
+    assert not torch.equal(index[0], index[1])  # each sample draws its own
     # drawn after everything else, so the rest of the batch is the one a run without the flag sees
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if k != "jitter") and a["jitter"] == b["jitter"]
+
+
+def test_each_rank_draws_its_samples_pixels(tiny_data, tmp_path):
+    """A DDP rank's pixels are its rows of the one-process batch: the run is the same in any layout."""
+    trainer = make_trainer(tiny_data, tmp_path, "--target-rays", "40", "--batch-size", "4")
+    whole = make_batch(trainer.dataset, trainer.cfg, 3, DistInfo(), trainer.device)["target_pixel_index"]
+    halves = [make_batch(trainer.dataset, trainer.cfg, 3, DistInfo(rank=r, world_size=2), trainer.device)
+              for r in (0, 1)]
+    assert torch.equal(torch.cat([h["target_pixel_index"] for h in halves]), whole)
 
 
 def test_pixel_indices_render_the_same_rays_as_the_whole_view(tiny_data, tmp_path):

@@ -110,7 +110,8 @@ def make_batch(dataset: Any, cfg: PretrainConfig, step: int, dist_info: DistInfo
         if sampler is not None:
             draw_diffusion_inputs(sample, cfg, gen, sampler)
         if uses_target_rays(cfg):  # drawn last, so runs without --target-rays keep their streams
-            sample["target_pixel_index"] = torch.randint(cfg.render_resolution**2, (cfg.target_rays,), generator=gen)
+            pixels = torch.randperm(cfg.render_resolution**2, generator=gen)  # K distinct pixels
+            sample["target_pixel_index"] = pixels[: cfg.target_rays]
         samples.append(sample)
     batch = stack_samples(samples, cfg, device)
     batch["jitter"] = (step_jitter_seed(cfg.seed, step), cfg.batch_size, indices.start)

@@ -45,7 +45,8 @@ class PhaseTimer:
 
     def __exit__(self, *exc: object) -> None:
         global _active_timer
-        _active_timer = None
+        if _active_timer is self:
+            _active_timer = None
 
     def table(self, steps: int) -> list[dict[str, float | str | int]]:
         """Per phase, in the order they first ended (inner before outer): mean seconds and calls per step."""
@@ -63,35 +64,34 @@ def phase(name: str) -> Iterator[None]:
             return
         timer._stack.append(name)
         key = "/".join(timer._stack)
-        timer.sync()
-        start = time.perf_counter()
         try:
+            timer.sync()
+            start = time.perf_counter()
             yield
-        finally:
             timer.sync()
             timer.seconds[key] += time.perf_counter() - start
             timer.calls[key] += 1
+        finally:
             timer._stack.pop()
 
 
 def op_table(profiler: "torch.profiler.profile", steps: int, top: int = 15) -> list[dict[str, float | str]]:
-    """The ``top`` ops of a ``torch.profiler`` run by self time on the device (self CPU time without CUDA), per
-    step. Our phases (``nerfdiff/*``) are left out: they are ranges, not ops, and ``PhaseTimer`` times them."""
+    """The ``top`` ops of a ``torch.profiler`` run, per step, ranked by the device time of the kernels each op
+    launched itself (CUDA) or by its self CPU time (no CUDA). Only the CPU-side rows are ranked: on CUDA
+    ``key_averages()`` also lists every kernel, and each range again on the GPU side, so summing all rows
+    would count a kernel's time two or three times. Our phases (``nerfdiff/*``) are left out: they are
+    ranges, not ops, and ``PhaseTimer`` times them."""
+    from torch.autograd import DeviceType
 
-    def device_us(event: object, name: str) -> float:  # torch >= 2.4 says "device", older releases "cuda"
-        return float(getattr(event, name, None) or getattr(event, name.replace("device", "cuda"), 0.0) or 0.0)
-
-    rows = [event for event in profiler.key_averages() if not event.key.startswith("nerfdiff/")]
-    on_device = any(device_us(event, "self_device_time_total") > 0 for event in rows)
-    key = (lambda e: device_us(e, "self_device_time_total")) if on_device else (lambda e: float(e.self_cpu_time_total))
+    rows = [event for event in profiler.key_averages()
+            if event.device_type == DeviceType.CPU and not event.key.startswith("nerfdiff/")]
+    on_device = any(event.self_device_time_total > 0 for event in rows)
+    key = (lambda e: float(e.self_device_time_total)) if on_device else (lambda e: float(e.self_cpu_time_total))
     total = sum(key(event) for event in rows) or 1.0
-    table = []
-    for event in sorted(rows, key=key, reverse=True)[:top]:
-        table.append({
-            "op": event.key,
-            "calls_per_step": event.count / steps,
-            "self_cpu_ms_per_step": event.self_cpu_time_total / 1e3 / steps,
-            "self_device_ms_per_step": device_us(event, "self_device_time_total") / 1e3 / steps,
-            "share": key(event) / total,
-        })
-    return table
+    return [{
+        "op": event.key,
+        "calls_per_step": event.count / steps,
+        "self_cpu_ms_per_step": event.self_cpu_time_total / 1e3 / steps,
+        "self_device_ms_per_step": event.self_device_time_total / 1e3 / steps,
+        "share": key(event) / total,
+    } for event in sorted(rows, key=key, reverse=True)[:top]]

@@ -10,6 +10,8 @@
 # $OUT receives gpu-s1.tar.gz, gpu-A.tar.gz, gpu-B.tar.gz (bundle/, losses.jsonl, pretrain_config.json, run.log and
 # pace.log: seconds since the start and steps done, every 10 s). PACK (default .gpu/pack), DEV, PYTHON as in run.sh;
 # WORKERS: --loader-workers of each run (default 6; 0 builds batches in the training process, as on 2026-12-04).
+# T1: stage 1's --target-rays (default 256: its NeRF loss over 256 random pixels per object, which on the CPU trained
+# as well per step as every pixel at 2.6x the steps per second, benchmarks/README.md; 0 = every pixel, as on 2026-12-04).
 set -u
 export PYTHONUNBUFFERED=1
 : "${OUT:?set OUT to the folder that should receive the results}"
@@ -17,10 +19,10 @@ PACK=${PACK:-.gpu/pack}; DEV=${DEV:-cuda}; PY=${PYTHON:-python3}
 S1=${S1:-130}; S2=${S2:-240}; B1=${B1:-64}; B2=${B2:-128}; PAIRS=${PAIRS:-32}; WORKERS=${WORKERS:-6}
 RES=$(mktemp -d); SCRATCH=$(mktemp -d); t0=$(date +%s)
 pace() { while sleep 10; do n=0; [ -f "$1" ] && n=$(wc -l < "$1"); echo "$(( $(date +%s) - t0 )) $n"; done; }
-echo "[recipe] stage 1: NeRF only, batch $B1, ${S1} s"
+echo "[recipe] stage 1: NeRF only, batch $B1, ${T1:-256} target rays per object (0 = all), ${S1} s"
 mkdir -p "$RES/s1"; pace "$SCRATCH/s1/run/losses.jsonl" > "$RES/s1/pace.log" & P=$!
 TIME_LIMIT=$S1 OUT=$RES/s1 WORK=$SCRATCH/s1 PYTHON=$PY bash "$PACK/run.sh" --preset tiny --device "$DEV" \
-  --cdm.no-enabled --steps 1000000 --batch-size "$B1" --loader-workers "$WORKERS" --steps-per-checkpoint 1000 --steps-per-eval 1000 \
+  --cdm.no-enabled --target-rays "${T1:-256}" --steps 1000000 --batch-size "$B1" --loader-workers "$WORKERS" --steps-per-checkpoint 1000 --steps-per-eval 1000 \
   --num-eval-objects 8 > "$RES/s1/run.log" 2>&1
 kill $P; grep -E "worker\]|val PSNR|interrupted|Error" "$RES/s1/run.log" | tail -n 8
 [ -f "$RES/s1/bundle/config.json" ] || { echo "[recipe] no stage-1 bundle"; tail -n 30 "$RES/s1/run.log"; exit 1; }
