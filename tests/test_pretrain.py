@@ -65,8 +65,9 @@ def test_joint_training_lowers_nerf_and_diffusion_loss(tiny_data, tmp_path):
 # exact resume
 
 
-def test_resume_continues_the_exact_trajectory(tiny_data, tmp_path):
-    flags = ("--steps-per-checkpoint", "3", "--keep-checkpoints", "2")
+@pytest.mark.parametrize("extra", [(), ("--target-rays", "40")], ids=["every-pixel", "target-rays"])
+def test_resume_continues_the_exact_trajectory(tiny_data, tmp_path, extra):
+    flags = ("--steps-per-checkpoint", "3", "--keep-checkpoints", "2", *extra)
     straight = Trainer(make_cfg(tiny_data, tmp_path / "straight", "--steps", "8", *flags))
     straight.run()
     expected = read_jsonl(tmp_path / "straight" / "losses.jsonl")
@@ -172,10 +173,11 @@ def test_pretrain_cli_exits_130_after_a_sigint_stop(tiny_data, tmp_path, workers
 # 2 processes (DDP, gloo) == 1 process with the same global batch
 
 
-def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--target-rays", "40")], ids=["every-pixel", "target-rays"])
+def test_two_process_ddp_matches_one_process(tiny_data, tmp_path, extra):
     steps = 6
     flags = ["--data", str(tiny_data), "--no-log-tensorboard", "--steps", str(steps), "--batch-size", "2",
-             "--steps-per-checkpoint", "100"]
+             "--steps-per-checkpoint", "100", *extra]
     one = Trainer(parse_config(["--preset", "test", "--output-dir", str(tmp_path / "one"), *flags]))
     init = {"nerf": copy.deepcopy(one.nerf.state_dict()), "cdm": copy.deepcopy(one.cdm.state_dict())}
     one.run()
