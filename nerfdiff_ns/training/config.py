@@ -130,7 +130,7 @@ class PretrainConfig:
     """Rays per object for the source-view term."""
     target_rays: int = 0
     """Rays per object for the target-view NeRF loss: 0 renders every pixel of the target view with gradients;
-    K > 0 takes the loss over K random pixels of it (pixelNeRF trains on 128 rays per object), and a CDM that
+    K > 0 takes the loss over K distinct random pixels of it (pixelNeRF trains on 128 rays per object), and a CDM that
     trains beside it gets the whole render as its condition, rendered without gradients. K = 256 of 32² leaves
     a quarter of the target rays' backward. Ignored with --freeze-nerf (nothing is backpropagated into the NeRF);
     not with --cdm.backprop-into-nerf, whose diffusion loss needs the whole render's gradients."""
