@@ -21,6 +21,11 @@ from nerfdiff_ns.training.config import PretrainConfig
 from nerfdiff_ns.training.phases import phase
 
 
+def batch_source_view(batch: dict[str, Any]) -> SourceView:
+    """The source camera of each object of a training batch, as the NeRF's renderer takes it."""
+    return SourceView(batch["source_c2w"], batch["intrinsics"], tuple(batch["source_image"].shape[1:3]))
+
+
 class JointModel(nn.Module):
     def __init__(self, cfg: PretrainConfig, nerf: ImageConditionedNeRF, cdm: nn.Module | None, scheduler: Any) -> None:
         super().__init__()
@@ -73,7 +78,7 @@ class JointModel(nn.Module):
         if self.cfg.source_view_weight <= 0 or self.cfg.freeze_nerf:
             return None
         with phase("render_source"):
-            source = SourceView(batch["source_c2w"], batch["intrinsics"], tuple(batch["source_image"].shape[1:3]))
+            source = batch_source_view(batch)
             o, d = camera_rays(batch["source_c2w"], batch["intrinsics"], batch["source_pixels"])
             return self.nerf.render_rays(triplanes, source, o, d, jitter=jitter, generator=rows)["rgb"]
 
@@ -88,7 +93,7 @@ class JointModel(nn.Module):
         """``--target-rays``: (the CDM's condition, the whole target render without gradients, or None without a
         CDM; the NeRF's RGB at the batch's ``target_pixel_index`` with gradients; the source-view prediction)."""
         rows = batch_jitter(batch, batch["source_image"].device)
-        source = SourceView(batch["source_c2w"], batch["intrinsics"], tuple(batch["source_image"].shape[1:3]))
+        source = batch_source_view(batch)
         with phase("encode"):
             triplanes = self.nerf.encode(batch["source_image"])
         render = None
@@ -104,6 +109,7 @@ class JointModel(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        pixel_rgb = None
         if "render" in batch:  # conditions from the render cache (frozen NeRF, training.render_cache)
             if not cfg.freeze_nerf:
                 raise ValueError("cached renders are only valid for a frozen NeRF (--freeze-nerf)")
@@ -116,7 +122,7 @@ class JointModel(nn.Module):
         else:
             render, src_pred = self.render_views(batch)
         target_small = resize_hwc(batch["target_image"], cfg.render_resolution).permute(0, 2, 3, 1)
-        if "target_pixel_index" in batch and not cfg.freeze_nerf:
+        if pixel_rgb is not None:  # the NeRF loss over the --target-rays pixels it rendered with gradients
             index = batch["target_pixel_index"][..., None].expand(-1, -1, 3)
             nerf_error = F.mse_loss(pixel_rgb, target_small.reshape(index.shape[0], -1, 3).gather(1, index))
         else:
